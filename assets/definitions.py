@@ -1,0 +1,16 @@
+"""The code location: everything Dagster loads (workspace.yaml, dg, dagster dev)."""
+
+import dagster as dg
+
+from assets import web
+from assets.resources import RunnerResource, StoreResource, WebInputResource
+
+defs = dg.Definitions(
+    assets=dg.load_assets_from_modules([web]),
+    asset_checks=dg.load_asset_checks_from_modules([web]),
+    resources={
+        "store": StoreResource(),
+        "runner": RunnerResource(),
+        "web_input": WebInputResource(),
+    },
+)

@@ -1,0 +1,1 @@
+"""Deduplication: exact (normalised-text hash) here; MinHash fuzzy dedup later."""

@@ -1,0 +1,210 @@
+"""The local runner: spreads a stage's tasks over processes, resumably.
+
+For each task the worker streams the input through the stage and writes, in order:
+the quarantine shard, the output shard (both atomically) and a completion marker
+(``_done/<part>.json``) holding their checksums and the counters. A rerun skips
+every task whose marker exists for the same config, so a killed run resumes without
+duplicates or gaps. The manifest is written last, from the markers, and only when
+every task has succeeded; a task that raised is reported with its input and the
+error, and the next run retries only what failed.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+import os
+import posixpath
+import time
+import traceback
+from collections import Counter
+from collections.abc import Callable, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import dataclass, replace
+from typing import Any
+
+from pipelines.stage import Stage, StageContext, Task
+from storage.fs import Filesystem
+from storage.layout import OutputDir
+from storage.manifest import Manifest, ShardInfo, config_hash
+from storage.schema import QUARANTINE_SCHEMA
+from storage.shards import write_shard
+
+log = logging.getLogger(__name__)
+
+
+class StageFailed(RuntimeError):
+    """One or more tasks raised; finished tasks are kept and the rerun resumes."""
+
+
+def run_task(
+    stage: Stage, in_fs: Filesystem, out: OutputDir, task: Task, chash: str
+) -> dict[str, Any]:
+    """Run one task to completion and write its shards and completion marker."""
+    t0 = time.perf_counter()
+    ctx = StageContext(stage.name, task.input)
+    batches = stage.process(stage.open_input(in_fs, task), ctx)
+    shard = write_shard(out.fs, out.shard_path(task.part), batches, stage.output_schema)
+    quarantine = None
+    if ctx.quarantined:
+        q = write_shard(
+            out.fs, out.quarantine_path(task.part), ctx.quarantine_table(), QUARANTINE_SCHEMA
+        )
+        quarantine = replace(q, name=f"_quarantine/{q.name}")
+    ctx.counters["records_out"] += shard.rows
+    record = {
+        "part": task.part,
+        "input": task.input,
+        "config_hash": chash,
+        "shard": shard.__dict__,
+        "quarantine": quarantine.__dict__ if quarantine else None,
+        "counters": dict(ctx.counters),
+        "seconds": time.perf_counter() - t0,
+    }
+    out.mark_done(task.part, record)
+    return record
+
+
+def _run_task_safe(stage, in_fs, out, task, chash):
+    try:
+        return run_task(stage, in_fs, out, task, chash)
+    except Exception as exc:  # reported by the parent with the task's input
+        return {
+            "part": task.part,
+            "input": task.input,
+            "error": f"{exc!r}\n{traceback.format_exc()}",
+        }
+
+
+@dataclass
+class LocalRunner:
+    """Runs a stage over tasks on this machine. ``processes=0`` means one per core."""
+
+    processes: int = 0
+
+    def workers(self, n_tasks: int) -> int:
+        n = self.processes or os.cpu_count() or 1
+        return max(1, min(n, n_tasks))
+
+    def run(
+        self,
+        stage: Stage,
+        tasks: Sequence[Task],
+        out: OutputDir,
+        in_fs: Filesystem | None = None,
+        inputs: Sequence[dict[str, str]] = (),
+        progress: Callable[[str], None] | None = None,
+    ) -> Manifest:
+        in_fs = in_fs or out.fs
+        parts = [t.part for t in tasks]
+        if len(set(parts)) != len(parts):
+            raise ValueError(f"{stage.name}: task part names must be unique")
+        config = stage.config()
+        chash = config_hash(config)
+        t0 = time.perf_counter()
+        out.fs.makedirs(out.folder)
+        out.fs.clean_temp(out.folder)
+        manifest_path = posixpath.join(out.folder, "_manifest.json")
+        out.fs.remove(manifest_path)  # the folder is in flux until the new manifest lands
+
+        records: dict[str, dict[str, Any]] = {}
+        pending = []
+        for task in tasks:
+            done = out.done(task.part)
+            if done and done.get("config_hash") == chash and done.get("input") == task.input:
+                records[task.part] = done
+            else:
+                pending.append(task)
+        say = progress or (lambda msg: log.info(msg))
+        if records:
+            say(f"{stage.name}: {len(records)} of {len(tasks)} tasks already done, resuming")
+
+        failures = self._execute(stage, in_fs, out, pending, chash, records, say, len(tasks))
+        if failures:
+            lines = "\n".join(f"  {f['input']}: {f['error'].splitlines()[0]}" for f in failures)
+            raise StageFailed(
+                f"{stage.name}: {len(failures)} of {len(tasks)} tasks failed (finished tasks are "
+                f"kept; rerun to retry only these):\n{lines}\n\nfirst traceback:\n{failures[0]['error']}"
+            )
+
+        self._remove_stale(out, set(parts))
+        counters: Counter = Counter()
+        for part in parts:
+            counters.update(records[part]["counters"])
+        manifest = Manifest(
+            stage=stage.name,
+            version=stage.version,
+            config=config,
+            kind=getattr(stage, "output_kind", "document"),
+            inputs=list(inputs),
+            shards=[ShardInfo.from_dict(records[p]["shard"]) for p in parts],
+            quarantine=[
+                ShardInfo.from_dict(records[p]["quarantine"])
+                for p in parts
+                if records[p]["quarantine"]
+            ],
+            counters=dict(sorted(counters.items())),
+            seconds=round(time.perf_counter() - t0, 3),
+        )
+        out.write_manifest(manifest)
+        return manifest
+
+    def _execute(self, stage, in_fs, out, pending, chash, records, say, total) -> list[dict]:
+        failures: list[dict] = []
+
+        def collect(rec: dict) -> None:
+            if "error" in rec:
+                failures.append(rec)
+                say(f"{stage.name}: FAILED {rec['input']}: {rec['error'].splitlines()[0]}")
+                return
+            records[rec["part"]] = rec
+            c = rec["counters"]
+            say(
+                f"{stage.name}: {len(records)}/{total} done ({rec['part']}: "
+                f"{c.get('records_in', 0)} in, {c.get('records_out', 0)} out, "
+                f"{sum(v for k, v in c.items() if k.startswith('quarantined.'))} quarantined, "
+                f"{rec['seconds']:.1f}s)"
+            )
+
+        workers = self.workers(len(pending))
+        if workers == 1:
+            for task in pending:
+                collect(_run_task_safe(stage, in_fs, out, task, chash))
+            return failures
+        ctx = multiprocessing.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+            futures = {pool.submit(_run_task_safe, stage, in_fs, out, t, chash): t for t in pending}
+            while futures:
+                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+                for fut in finished:
+                    task = futures.pop(fut)
+                    try:
+                        collect(fut.result())
+                    except Exception as exc:  # a worker process died (OOM kill, segfault)
+                        collect(
+                            {
+                                "part": task.part,
+                                "input": task.input,
+                                "error": f"worker died: {exc!r}",
+                            }
+                        )
+        return failures
+
+    @staticmethod
+    def _remove_stale(out: OutputDir, parts: set[str]) -> None:
+        """Drop shards and markers of parts that are not in this run (older inputs)."""
+        fs = out.fs
+        for folder, suffix in (
+            (out.folder, ".parquet"),
+            (posixpath.join(out.folder, "_quarantine"), ".parquet"),
+            (posixpath.join(out.folder, "_done"), ".json"),
+        ):
+            for path in fs.ls(folder, suffix):
+                if posixpath.basename(path)[: -len(suffix)] not in parts:
+                    fs.remove(path)
+        # a part that now has no quarantine must not keep an old quarantine shard
+        for path in fs.ls(posixpath.join(out.folder, "_quarantine"), ".parquet"):
+            part = posixpath.basename(path)[: -len(".parquet")]
+            rec = out.done(part)
+            if rec is not None and not rec.get("quarantine"):
+                fs.remove(path)

@@ -1,0 +1,1 @@
+"""Web text: WARC reading, HTML decoding and main-text extraction."""
