@@ -48,7 +48,7 @@ def text_web(
     """Main text of every HTTP 200 HTML response; everything else quarantined with a reason."""
     corpus = store.store()
     files = read_file_index(corpus.output("raw/warc_files"))
-    tasks = [Task(part=f"part-{i:05d}", input=f["uri"]) for i, f in enumerate(files)]
+    tasks = [Task(f"part-{i:05d}", f["uri"], f["version"]) for i, f in enumerate(files)]
     out = corpus.output("text/web")
     index = corpus.output("raw/warc_files").manifest()
     manifest = runner.runner().run(

@@ -3,10 +3,10 @@
 For each task the worker streams the input through the stage and writes, in order:
 the quarantine shard, the output shard (both atomically) and a completion marker
 (``_done/<part>.json``) holding their checksums and the counters. A rerun skips
-every task whose marker exists for the same config, so a killed run resumes without
-duplicates or gaps. The manifest is written last, from the markers, and only when
-every task has succeeded; a task that raised is reported with its input and the
-error, and the next run retries only what failed.
+every task whose marker exists for the same config, input and input version, so a killed
+run resumes without duplicates or gaps. The manifest is written last, from the
+markers, and only when every task has succeeded; a task that raised is reported with
+its input and the error, and the next run retries only what failed.
 """
 
 from __future__ import annotations
@@ -55,6 +55,7 @@ def run_task(
     record = {
         "part": task.part,
         "input": task.input,
+        "version": task.version,
         "config_hash": chash,
         "shard": shard.__dict__,
         "quarantine": quarantine.__dict__ if quarantine else None,
@@ -111,7 +112,12 @@ class LocalRunner:
         pending = []
         for task in tasks:
             done = out.done(task.part)
-            if done and done.get("config_hash") == chash and done.get("input") == task.input:
+            # a marker counts only for the same config, input path and input version
+            if done and (done.get("config_hash"), done.get("input"), done.get("version")) == (
+                chash,
+                task.input,
+                task.version,
+            ):
                 records[task.part] = done
             else:
                 pending.append(task)

@@ -14,6 +14,7 @@ up into the output manifest.
 
 from __future__ import annotations
 
+import posixpath
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,6 +23,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 
 from storage.fs import Filesystem
+from storage.layout import SHARD_SUFFIX, OutputDir
 from storage.schema import EXCERPT_BYTES, QUARANTINE_SCHEMA
 from storage.shards import iter_batches
 
@@ -32,6 +34,22 @@ class Task:
 
     part: str  # output part name, e.g. "part-00003"
     input: str  # path of the input in the stage's filesystem
+    version: str = ""  # what identifies the input's content (sha256, ETag): a rerun
+    # reuses a finished part only if config, input and version are all unchanged
+
+
+def shard_tasks(source: OutputDir) -> list[Task]:
+    """One task per shard of a finished output, same part names, versioned by sha256."""
+    manifest = source.manifest()
+    manifest.verify(source.fs, source.folder, checksums=False)
+    return [
+        Task(
+            part=s.name.removesuffix(SHARD_SUFFIX),
+            input=posixpath.join(source.folder, s.name),
+            version=s.sha256,
+        )
+        for s in manifest.shards
+    ]
 
 
 @dataclass

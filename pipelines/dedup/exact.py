@@ -30,7 +30,7 @@ import pyarrow.compute as pc
 import xxhash
 
 from pipelines.runner import LocalRunner
-from pipelines.stage import Stage, StageContext, Task
+from pipelines.stage import Stage, StageContext, shard_tasks
 from storage.layout import OutputDir
 from storage.manifest import Manifest
 from storage.schema import DOC_SCHEMA
@@ -113,12 +113,8 @@ def exact_dedup(
     progress: Callable[[str], None] | None = None,
 ) -> Manifest:
     """Deduplicate the documents of ``source`` into ``out`` (same part names)."""
+    tasks = shard_tasks(source)
     src = source.manifest()
-    src.verify(source.fs, source.folder, checksums=False)
-    tasks = [
-        Task(part=s.name.removesuffix(".parquet"), input=posixpath.join(source.folder, s.name))
-        for s in src.shards
-    ]
     inputs = [{"path": source.uri, "digest": src.digest()}]
 
     work = OutputDir(out.fs, posixpath.join(out.folder, "_work", "fingerprints"))

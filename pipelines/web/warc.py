@@ -4,8 +4,13 @@ fastwarc parses records at C++/Rust speed but stops the whole file at the first
 corrupt gzip member. Here an error never ends the file: the reader reports a
 ``Problem`` for the broken span, scans forward for the next position where a valid
 record starts (a gzip member that inflates completely to ``WARC/1.x``, or a
-``WARC/1.x`` line in an uncompressed file), and resumes from there. A record cut
-short at the end of a file, with its headers or body incomplete, is reported too.
+well-formed WARC header in an uncompressed file), and resumes from there. A record
+cut short at the end of a file, with its headers or body incomplete, is reported too.
+
+A record is only yielded once the stream has moved on past it cleanly: a gzip member
+cut short in the middle of a file inflates to garbage without any error until its
+end, and an uncompressed record cut short swallows the records after it; either is
+reported as a ``Problem`` naming the record, never yielded with a mangled payload.
 
 Each good record is yielded as a ``WarcResponse`` with its payload already read
 (and HTTP content/transfer encodings undone), so the caller never touches the
@@ -70,12 +75,10 @@ def iter_warc(
     base = 0
     while True:
         f.seek(base)
-        last: tuple[int, str | None, str | None] | None = (
-            None  # (offset, id, url) of the last record that started
-        )
-        pending: WarcResponse | Problem | None = (
-            None  # yielded once the next record starts or the file ends
-        )
+        # (offset, id, url) of the last record that started
+        last: tuple[int, str | None, str | None] | None = None
+        # the last record read: yielded once the next record starts or the file ends
+        pending: WarcResponse | Problem | None = None
         in_record = False
         try:
             for rec in ArchiveIterator(
@@ -88,11 +91,26 @@ def iter_warc(
                 last = (
                     rec.stream_pos,
                     rec.headers.get("WARC-Record-ID"),
-                    rec.headers.get("WARC-Target-URI"),
+                    _target_uri(rec.headers),
                 )
                 in_record = True
                 pending = _read_record(rec, last[0], max_payload, want_payload, counters)
                 in_record = False
+            if (
+                isinstance(pending, Problem)
+                and pending.reason == "truncated_record"
+                and last is not None
+            ):
+                # a record cut short (or with a wrong Content-Length) swallows the records
+                # after it: look for one that starts inside its bytes and go on from there
+                nxt = _resync(f, last[0] + 1, gz)
+                if nxt is not None:
+                    pending.detail += (
+                        f"; skipped bytes {last[0]}..offset {nxt} to the next valid record"
+                    )
+                    yield pending
+                    base = nxt
+                    continue
             if pending is not None:
                 yield pending
             return
@@ -112,19 +130,20 @@ def iter_warc(
                         yield pending
                     start = end
             nxt = _resync(f, start + 1, gz)
-            span = f"skipped bytes {start}..{'end of file' if nxt is None else f'offset {nxt}'} to the next valid record"
+            to = "end of file" if nxt is None else f"offset {nxt}"
+            span = f"skipped bytes {start}..{to} to the next valid record"
             if bad is not None and isinstance(pending, Problem) and pending.offset == start:
                 pending.detail = f"{pending.detail}; {span}"
                 yield pending
             elif bad is not None:
                 reason = "corrupt_gzip_member" if gz else "corrupt_record"
-                if not gz and not in_record and nxt is not None and nxt < _claimed_end(f, start):
+                claimed = None if gz or in_record else _claimed_end(f, start)
+                if claimed is not None and nxt is not None and nxt < claimed:
                     reason = "truncated_record"  # the next record starts inside this one
                 yield Problem(start, reason, f"{exc}; {span}", bad[1], bad[2])
             else:
-                yield Problem(
-                    start, "corrupt_gzip_member" if gz else "corrupt_record", f"{exc}; {span}"
-                )
+                reason = "corrupt_gzip_member" if gz else "corrupt_record"
+                yield Problem(start, reason, f"{exc}; {span}", *_peek_ids(f, start, gz))
             if nxt is None:
                 return
             base = nxt
@@ -144,7 +163,7 @@ def _read_record(rec, offset, max_payload, want_payload, counters) -> WarcRespon
     counters[f"warc_records.{rtype}"] = counters.get(f"warc_records.{rtype}", 0) + 1
     if rtype != "response":
         return None
-    url = h.get("WARC-Target-URI")
+    url = _target_uri(h)
     expected = int(h.get("Content-Length"))
     if not rec.is_http:
         return Problem(
@@ -181,6 +200,14 @@ def _read_record(rec, offset, max_payload, want_payload, counters) -> WarcRespon
         )
     resp.payload = _decode_http_body(body, http)
     return resp
+
+
+def _target_uri(headers) -> str | None:
+    """WARC-Target-URI without the angle brackets WARC/1.0 writers (wget) put around it."""
+    uri = headers.get("WARC-Target-URI")
+    if uri and uri.startswith("<") and uri.endswith(">"):
+        uri = uri[1:-1]
+    return uri
 
 
 def _split_content_type(value: str | None) -> tuple[str | None, str | None]:
@@ -275,6 +302,42 @@ def _member_end(f: IO[bytes], at: int) -> int | None:
     return at + read - len(d.unused_data) if first.startswith(b"WARC/") else None
 
 
+def _header_fields(head: bytes) -> dict[bytes, bytes] | None:
+    """Fields of a WARC header block (without its first line), None if malformed."""
+    fields = {}
+    for line in head.split(b"\r\n")[1:]:
+        name, sep, value = line.partition(b":")
+        if not sep or not name.strip():
+            return None
+        fields[name.strip().lower()] = value.strip()
+    return fields
+
+
+def _peek_ids(f: IO[bytes], at: int, gz: bool) -> tuple[str | None, str | None]:
+    """Best effort: record id and target URI of a damaged record whose header is whole."""
+    f.seek(at)
+    raw = f.read(MAX_HEADER)
+    if gz:
+        d, out = zlib.decompressobj(31), b""
+        try:
+            for i in range(0, len(raw), 1024):
+                out += d.decompress(raw[i : i + 1024])
+                if b"\r\n\r\n" in out or d.eof:
+                    break
+        except zlib.error:
+            pass
+        raw = out
+    head, sep, _ = raw.partition(b"\r\n\r\n")
+    fields = _header_fields(head) if sep else None
+    if not fields:
+        return None, None
+    rid = fields.get(b"warc-record-id", b"").decode("utf-8", "replace")
+    uri = fields.get(b"warc-target-uri", b"").decode("utf-8", "replace")
+    if not (rid.startswith("<") and rid.endswith(">")):
+        return None, None
+    return rid, _target_uri({"WARC-Target-URI": uri}) or None
+
+
 def _claimed_end(f: IO[bytes], at: int) -> int | None:
     """End offset (after the trailing CRLFCRLF) that the uncompressed record header at
     ``at`` promises, or None if no well-formed WARC header starts there."""
@@ -285,12 +348,9 @@ def _claimed_end(f: IO[bytes], at: int) -> int | None:
     stop = head.find(b"\r\n\r\n")
     if stop < 0:
         return None
-    fields = {}
-    for line in head[:stop].split(b"\r\n")[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not name.strip():
-            return None
-        fields[name.strip().lower()] = value.strip()
+    fields = _header_fields(head[:stop])
+    if fields is None:
+        return None
     length = fields.get(b"content-length", b"")
     if b"warc-type" not in fields or b"warc-record-id" not in fields or not length.isdigit():
         return None
