@@ -3,7 +3,7 @@
 import dagster as dg
 
 from assets import web
-from assets.resources import RunnerResource, StoreResource, WebInputResource
+from assets.resources import CrawlResource, RunnerResource, StoreResource, WebInputResource
 
 defs = dg.Definitions(
     assets=dg.load_assets_from_modules([web]),
@@ -12,5 +12,6 @@ defs = dg.Definitions(
         "store": StoreResource(),
         "runner": RunnerResource(),
         "web_input": WebInputResource(),
+        "crawler": CrawlResource(),
     },
 )

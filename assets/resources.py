@@ -7,6 +7,9 @@ in the launchpad's resource config):
     CORPUSMILL_STORE        where outputs land: a folder or s3://bucket/prefix
     CORPUSMILL_WARC_INPUT   WARC files: a folder, a file, s3://... or a paths list
     CORPUSMILL_PROCESSES    local runner processes (0 = one per core)
+    CORPUSMILL_CRAWL_SEEDS  crawl seeds, comma-separated (none: crawl the bundled
+                            sample site on 127.0.0.1, so the main job needs no network)
+    CORPUSMILL_CRAWL_DOMAINS  allowed domains, comma-separated (default: the seeds' hosts)
     AWS_ENDPOINT_URL        endpoint of an S3-compatible store (MinIO, Ceph, R2 ...)
 """
 
@@ -61,3 +64,20 @@ class WebInputResource(dg.ConfigurableResource):
             if self.endpoint_url and self.warc_input.startswith("s3")
             else {}
         )
+
+
+class CrawlResource(dg.ConfigurableResource):
+    """What ``raw/crawl`` fetches. With no seeds it crawls the bundled sample site on
+    127.0.0.1, which exercises the real crawler without touching the network."""
+
+    seeds: str = os.environ.get("CORPUSMILL_CRAWL_SEEDS", "")
+    allowed_domains: str = os.environ.get("CORPUSMILL_CRAWL_DOMAINS", "")
+    max_depth: int = 2
+    max_pages: int = 1000
+    min_delay: float = 1.0
+
+    def seed_list(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.seeds.split(",") if s.strip())
+
+    def domain_list(self) -> tuple[str, ...]:
+        return tuple(s.strip() for s in self.allowed_domains.split(",") if s.strip())

@@ -1,21 +1,35 @@
-"""Web text assets: raw/warc_files -> text/web -> dedup/web_exact, each with a check."""
+"""Web text assets, each with a check:
 
-from collections import Counter
+raw/warc_files --+
+                 +--> text/web --> text/web_filtered --> dedup/web_exact
+raw/crawl -------+
+"""
 
 import dagster as dg
-import pyarrow.compute as pc
 
+from assets.checks import document_check, index_check
 from assets.metadata import materialize_result
-from assets.resources import RunnerResource, StoreResource, WebInputResource
-from pipelines.dedup.exact import exact_dedup, text_hash
+from assets.resources import (
+    PROJECT_ROOT,
+    CrawlResource,
+    RunnerResource,
+    StoreResource,
+    WebInputResource,
+)
+from pipelines.dedup.exact import exact_dedup
+from pipelines.filters.stage import filter_web
 from pipelines.stage import Task
+from pipelines.web.crawl import CrawlConfig, crawl
 from pipelines.web.inputs import list_warc_files, read_file_index, write_file_index
+from pipelines.web.sample_site import SiteServer, make_app
 from pipelines.web.warc_text import WarcTextStage
-from storage.manifest import ManifestError
-from storage.shards import read_shard
+
+FILTER_RECIPE = PROJECT_ROOT / "recipes" / "web_filters.yaml"
 
 WARC_FILES = dg.AssetKey(["raw", "warc_files"])
+CRAWL = dg.AssetKey(["raw", "crawl"])
 TEXT_WEB = dg.AssetKey(["text", "web"])
+TEXT_WEB_FILTERED = dg.AssetKey(["text", "web_filtered"])
 DEDUP_WEB_EXACT = dg.AssetKey(["dedup", "web_exact"])
 
 
@@ -41,27 +55,89 @@ def warc_files(
     )
 
 
-@dg.asset(key=TEXT_WEB, deps=[WARC_FILES], group_name="web", kinds={"parquet"})
+@dg.asset(key=CRAWL, group_name="web", kinds={"warc"})
+def crawl_web(
+    context: dg.AssetExecutionContext, store: StoreResource, crawler: CrawlResource
+) -> dg.MaterializeResult:
+    """A polite crawl (robots.txt, crawl-delay, per-host limits) recorded as WARC files.
+
+    With seeds it resumes its frontier across runs; without, it crawls the bundled
+    sample site on 127.0.0.1 afresh (the site gets a new port each run)."""
+    out = store.store().output("raw/crawl")
+    if not out.fs.is_local:
+        raise ValueError("raw/crawl writes its frontier with sqlite: use a local CORPUSMILL_STORE")
+    seeds = crawler.seed_list()
+    if seeds:
+        cfg = CrawlConfig(
+            seeds=seeds,
+            allowed_domains=crawler.domain_list(),
+            max_depth=crawler.max_depth,
+            max_pages=crawler.max_pages,
+            min_delay=crawler.min_delay,
+        )
+        report = crawl(cfg, out.folder)
+        what = f"{len(seeds)} seeds"
+    else:
+        out.clear()
+        with SiteServer(make_app(crawl_delay=0.0)) as site:
+            cfg = CrawlConfig(seeds=(site.url + "/",), max_depth=crawler.max_depth, min_delay=0.0)
+            report = crawl(cfg, out.folder)
+        what = "bundled sample site on 127.0.0.1 (set CORPUSMILL_CRAWL_SEEDS to crawl the web)"
+    context.log.info(f"crawl of {what}: {report.fetched} pages, stopped by {report.stopped_by}")
+    warc_dir = f"{out.folder}/warc"
+    manifest = write_file_index(out, warc_dir, list_warc_files(warc_dir), stage="raw/crawl")
+    return materialize_result(
+        manifest,
+        out.uri,
+        {
+            "seeds": dg.MetadataValue.text(what),
+            "records_in": dg.MetadataValue.int(report.fetched + report.resumed_with),
+            "records_out": dg.MetadataValue.int(report.states.get("fetched", 0)),
+            "pages_fetched_this_run": dg.MetadataValue.int(report.fetched),
+            "stopped_by": dg.MetadataValue.text(report.stopped_by),
+            "url_states": dg.MetadataValue.json(report.states),
+            "reasons": dg.MetadataValue.json(report.reasons),
+            "warc_files": dg.MetadataValue.int(len(report.warc_files)),
+        },
+    )
+
+
+@dg.asset(key=TEXT_WEB, deps=[WARC_FILES, CRAWL], group_name="web", kinds={"parquet"})
 def text_web(
     context: dg.AssetExecutionContext, store: StoreResource, runner: RunnerResource
 ) -> dg.MaterializeResult:
     """Main text of every HTTP 200 HTML response; everything else quarantined with a reason."""
     corpus = store.store()
-    files = read_file_index(corpus.output("raw/warc_files"))
+    files, inputs = [], []
+    for key in ("raw/warc_files", "raw/crawl"):
+        index = corpus.output(key)
+        files += read_file_index(index)
+        inputs.append({"path": key, "digest": index.manifest().digest()})
     tasks = [Task(f"part-{i:05d}", f["uri"], f["version"]) for i, f in enumerate(files)]
     out = corpus.output("text/web")
-    index = corpus.output("raw/warc_files").manifest()
     manifest = runner.runner().run(
-        WarcTextStage(),
-        tasks,
-        out,
-        inputs=[{"path": "raw/warc_files", "digest": index.digest()}],
-        progress=context.log.info,
+        WarcTextStage(), tasks, out, inputs=inputs, progress=context.log.info
     )
     return materialize_result(manifest, out.uri)
 
 
-@dg.asset(key=DEDUP_WEB_EXACT, deps=[TEXT_WEB], group_name="web", kinds={"parquet"})
+@dg.asset(key=TEXT_WEB_FILTERED, deps=[TEXT_WEB], group_name="web", kinds={"parquet"})
+def text_web_filtered(
+    context: dg.AssetExecutionContext, store: StoreResource, runner: RunnerResource
+) -> dg.MaterializeResult:
+    """FineWeb's heuristic rules (URL blocklist, Gopher, C4, FineWeb) from
+    recipes/web_filters.yaml; dropped documents kept in _quarantine with the rule."""
+    corpus = store.store()
+    out = corpus.output("text/web_filtered")
+    manifest = filter_web(
+        runner.runner(), corpus.output("text/web"), out, FILTER_RECIPE, progress=context.log.info
+    )
+    return materialize_result(
+        manifest, out.uri, {"recipe": dg.MetadataValue.path(str(FILTER_RECIPE))}
+    )
+
+
+@dg.asset(key=DEDUP_WEB_EXACT, deps=[TEXT_WEB_FILTERED], group_name="web", kinds={"parquet"})
 def dedup_web_exact(
     context: dg.AssetExecutionContext, store: StoreResource, runner: RunnerResource
 ) -> dg.MaterializeResult:
@@ -69,7 +145,7 @@ def dedup_web_exact(
     corpus = store.store()
     out = corpus.output("dedup/web_exact")
     manifest = exact_dedup(
-        runner.runner(), corpus.output("text/web"), out, progress=context.log.info
+        runner.runner(), corpus.output("text/web_filtered"), out, progress=context.log.info
     )
     c = manifest.counters
     rate = c.get("duplicates_removed", 0) / max(1, c.get("records_in", 0))
@@ -83,55 +159,16 @@ def dedup_web_exact(
     )
 
 
-def _verified(store: StoreResource, key: str):
-    out = store.store().output(key)
-    manifest = out.manifest()
-    manifest.verify(out.fs, out.folder, checksums=True)
-    return out, manifest
+@dg.asset_check(asset=WARC_FILES, description="At least one WARC file; index matches its manifest.")
+def warc_files_indexed(store: StoreResource) -> dg.AssetCheckResult:
+    return index_check(store.store().output("raw/warc_files"))
 
 
 @dg.asset_check(
-    asset=WARC_FILES,
-    description="The index lists at least one WARC file and its shard matches the manifest.",
+    asset=CRAWL, description="The crawl produced WARC files; index matches its manifest."
 )
-def warc_files_indexed(store: StoreResource) -> dg.AssetCheckResult:
-    try:
-        _, manifest = _verified(store, "raw/warc_files")
-    except ManifestError as exc:
-        return dg.AssetCheckResult(passed=False, description=str(exc))
-    return dg.AssetCheckResult(passed=manifest.rows > 0, metadata={"files": manifest.rows})
-
-
-def _doc_check(store: StoreResource, key: str, unique_texts: bool) -> dg.AssetCheckResult:
-    try:
-        out, manifest = _verified(store, key)
-    except ManifestError as exc:
-        return dg.AssetCheckResult(passed=False, description=str(exc))
-    ids: Counter = Counter()
-    texts: Counter = Counter()
-    empty = 0
-    for path, _info in out.shard_infos(verify=False):
-        t = read_shard(out.fs, path, columns=["doc_id", "text"])
-        ids.update(t.column("doc_id").to_pylist())
-        empty += int(pc.sum(pc.equal(pc.utf8_length(t.column("text")), 0)).as_py() or 0)
-        if unique_texts:
-            texts.update(text_hash(x) for x in t.column("text").to_pylist())
-    dup_ids = sum(n - 1 for n in ids.values() if n > 1)
-    dup_texts = sum(n - 1 for n in texts.values() if n > 1)
-    c = manifest.counters
-    quarantined = sum(v for k, v in c.items() if k.startswith("quarantined."))
-    accounted = c.get("records_in", 0) - quarantined - manifest.rows
-    # WARC-level problems (corrupt members) are quarantined without being records_in
-    passed = dup_ids == 0 and empty == 0 and dup_texts == 0 and accounted <= 0
-    return dg.AssetCheckResult(
-        passed=passed,
-        metadata={
-            "duplicate_doc_ids": dup_ids,
-            "duplicate_texts": dup_texts,
-            "empty_texts": empty,
-            "records_unaccounted": max(0, accounted),
-        },
-    )
+def crawl_indexed(store: StoreResource) -> dg.AssetCheckResult:
+    return index_check(store.store().output("raw/crawl"))
 
 
 @dg.asset_check(
@@ -139,7 +176,15 @@ def _doc_check(store: StoreResource, key: str, unique_texts: bool) -> dg.AssetCh
     description="Checksums match, doc_ids unique, no empty text, every record accounted for.",
 )
 def text_web_valid(store: StoreResource) -> dg.AssetCheckResult:
-    return _doc_check(store, "text/web", unique_texts=False)
+    return document_check(store.store().output("text/web"))
+
+
+@dg.asset_check(
+    asset=TEXT_WEB_FILTERED,
+    description="Checksums match, doc_ids unique, every dropped document has its rule recorded.",
+)
+def text_web_filtered_valid(store: StoreResource) -> dg.AssetCheckResult:
+    return document_check(store.store().output("text/web_filtered"))
 
 
 @dg.asset_check(
@@ -147,4 +192,4 @@ def text_web_valid(store: StoreResource) -> dg.AssetCheckResult:
     description="Checksums match, and no two documents share a normalised text.",
 )
 def dedup_web_exact_unique(store: StoreResource) -> dg.AssetCheckResult:
-    return _doc_check(store, "dedup/web_exact", unique_texts=True)
+    return document_check(store.store().output("dedup/web_exact"), unique_texts=True)

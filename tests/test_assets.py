@@ -9,10 +9,23 @@ import dagster as dg
 import pyarrow.parquet as pq
 
 from assets.definitions import defs
-from assets.resources import PROJECT_ROOT, RunnerResource, StoreResource, WebInputResource
+from assets.resources import (
+    PROJECT_ROOT,
+    CrawlResource,
+    RunnerResource,
+    StoreResource,
+    WebInputResource,
+)
 from storage.layout import CorpusStore
 
-EXPECTED_KEYS = {"raw/warc_files", "text/web", "dedup/web_exact"}
+EXPECTED_KEYS = {"raw/warc_files", "raw/crawl", "text/web", "text/web_filtered", "dedup/web_exact"}
+EXPECTED_DEPS = {
+    "raw/warc_files": set(),
+    "raw/crawl": set(),
+    "text/web": {"raw/warc_files", "raw/crawl"},
+    "text/web_filtered": {"text/web"},
+    "dedup/web_exact": {"text/web_filtered"},
+}
 
 
 def test_definitions_load_with_expected_asset_keys_and_checks():
@@ -23,11 +36,7 @@ def test_definitions_load_with_expected_asset_keys_and_checks():
         k.to_user_string(): {p.to_user_string() for p in graph.get(k).parent_keys}
         for k in defs.resolve_all_asset_keys()
     }
-    assert deps == {
-        "raw/warc_files": set(),
-        "text/web": {"raw/warc_files"},
-        "dedup/web_exact": {"text/web"},
-    }
+    assert deps == EXPECTED_DEPS
     checked = {c.asset_key.to_user_string() for c in graph.asset_check_keys}
     assert checked == EXPECTED_KEYS  # one check on each asset
 
@@ -44,11 +53,12 @@ def test_materialise_through_dagster_writes_shards(tmp_path: Path):
                 "store": StoreResource(root=str(store_root)),
                 "runner": RunnerResource(processes=2),
                 "web_input": WebInputResource(warc_input=str(PROJECT_ROOT / "samples" / "warc")),
+                "crawler": CrawlResource(seeds=""),  # the bundled sample site on 127.0.0.1
             },
         )
     assert result.success
     evals = result.get_asset_check_evaluations()
-    assert len(evals) == 3 and all(e.passed for e in evals)
+    assert len(evals) == len(EXPECTED_KEYS) and all(e.passed for e in evals)
 
     mats = {
         e.event_specific_data.materialization.asset_key.to_user_string(): e.event_specific_data.materialization
@@ -60,15 +70,21 @@ def test_materialise_through_dagster_writes_shards(tmp_path: Path):
     assert (
         text_md["records_in"].value == text_md["records_out"].value + text_md["quarantined"].value
     )
-    dedup_md = mats["dedup/web_exact"].metadata
-    assert dedup_md["duplicates_removed"].value >= 3  # the three recrawled news pages
+    assert mats["raw/crawl"].metadata["records_out"].value >= 20  # the sample site's pages
+    filt_md = mats["text/web_filtered"].metadata
+    assert filt_md["records_in"].value == text_md["records_out"].value
     assert (
-        dedup_md["records_out"].value
-        == text_md["records_out"].value - dedup_md["duplicates_removed"].value
+        filt_md["records_in"].value == filt_md["records_out"].value + filt_md["quarantined"].value
+    )
+    dedup_md = mats["dedup/web_exact"].metadata
+    # the crawl fetched the news pages the sample WARC holds too: the copies go
+    assert dedup_md["duplicates_removed"].value >= 3
+    assert dedup_md["records_out"].value == (
+        filt_md["records_out"].value - dedup_md["duplicates_removed"].value
     )
 
     store = CorpusStore(str(store_root))
-    for key in ("text/web", "dedup/web_exact"):
+    for key in ("text/web", "text/web_filtered", "dedup/web_exact"):
         out = store.output(key)
         manifest = out.manifest()
         manifest.verify(out.fs, out.folder)

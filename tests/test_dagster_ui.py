@@ -11,6 +11,7 @@ from pathlib import Path
 
 import requests
 from dagster_graphql import DagsterGraphQLClient
+from test_assets import EXPECTED_DEPS
 
 from assets.resources import PROJECT_ROOT
 from storage.layout import CorpusStore
@@ -84,11 +85,7 @@ def test_dagster_dev_shows_graph_and_materialises_from_the_ui(tmp_path: Path):
             "/".join(n["assetKey"]["path"]): {"/".join(d["path"]) for d in n["dependencyKeys"]}
             for n in nodes
         }
-        assert graph == {
-            "raw/warc_files": set(),
-            "text/web": {"raw/warc_files"},
-            "dedup/web_exact": {"text/web"},
-        }
+        assert graph == EXPECTED_DEPS
 
         # "Materialize all": launch the asset job through the same API
         client = DagsterGraphQLClient("127.0.0.1", port_number=port)
@@ -104,7 +101,7 @@ def test_dagster_dev_shows_graph_and_materialises_from_the_ui(tmp_path: Path):
             time.sleep(2)
         assert status == "SUCCESS", (tmp_path / "dagster-dev.log").read_text()[-3000:]
         store = CorpusStore(str(tmp_path / "store"))
-        for key in ("raw/warc_files", "text/web", "dedup/web_exact"):
+        for key in EXPECTED_DEPS:
             out = store.output(key)
             out.manifest().verify(out.fs, out.folder)
             assert out.manifest().rows > 0

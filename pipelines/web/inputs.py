@@ -70,7 +70,9 @@ def _read_paths_list(fs: Filesystem) -> list[str]:
     return out
 
 
-def write_file_index(out: OutputDir, source_url: str, files: list[dict]) -> Manifest:
+def write_file_index(
+    out: OutputDir, source_url: str, files: list[dict], stage: str = "raw/warc_files"
+) -> Manifest:
     t0 = time.perf_counter()
     out.fs.clean_temp(out.folder)
     info = write_shard(
@@ -83,7 +85,7 @@ def write_file_index(out: OutputDir, source_url: str, files: list[dict]) -> Mani
         "\n".join(f"{f['uri']} {f['version']}" for f in files).encode()
     ).hexdigest()
     manifest = Manifest(
-        stage="raw/warc_files",
+        stage=stage,
         version="1",
         config={"input": source_url},
         kind="files",
