@@ -5,11 +5,13 @@ uchardet's guess; labels are mapped through the WHATWG table (``latin1`` means
 windows-1252 on the web). Bytes that do not fit the chosen charset fall back to
 UTF-8 / windows-1252 instead of becoming mojibake or an exception.
 
-Extraction: resiliparse's ``extract_plain_text(main_content=True)``. Measured on
-real pages (bench/warc_text.py, shared/docs/measured.md) it runs about 15x faster
-than trafilatura (667 vs 41 pages/s per core) and keeps the main text of the
-news pages in samples/html/newspaper4k with recall close to trafilatura's; at 36T
-tokens, extraction speed decides the cluster size, so resiliparse is the default.
+Extraction: resiliparse's ``extract_plain_text(main_content=True)``. Measured by
+bench/warc_text.py on the bundled news pages (one core, same files): about 8x the
+records per CPU-second of datatrove's WarcReader + Trafilatura (about 200 vs 25),
+with recall of the reference main text 0.997 vs 0.985 but precision 0.82 vs 0.95:
+resiliparse keeps more boilerplate around the article (captions, related links).
+At 36T tokens extraction speed decides the cluster size, and the later filters and
+dedup remove much of that boilerplate, so resiliparse is the default.
 """
 
 from __future__ import annotations

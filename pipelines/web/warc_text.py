@@ -26,7 +26,7 @@ from typing import ClassVar
 import pyarrow as pa
 
 from pipelines.stage import Stage, StageContext, Task, batches_from_rows
-from pipelines.web.html import EXTRACTOR, html_to_text, looks_binary
+from pipelines.web.html import EXTRACTOR, choose_charset, html_to_text, looks_binary
 from pipelines.web.warc import Problem, iter_warc
 from storage.fs import Filesystem
 from storage.schema import DOC_SCHEMA, make_doc_id
@@ -109,13 +109,14 @@ class WarcTextStage(Stage):
             )
             return None
         body = rec.payload
+        charset = choose_charset(body, rec.charset)
+        if looks_binary(body, charset):
+            ctx.quarantine("binary_payload", f"declared {rec.content_type}", excerpt=body, **where)
+            return None
         try:
-            page = html_to_text(body, rec.charset)
+            page = html_to_text(body, charset)
         except Exception as exc:  # resiliparse is robust; keep the run alive if it is not
             ctx.quarantine("extract_error", repr(exc), excerpt=body, **where)
-            return None
-        if looks_binary(body, page.charset):
-            ctx.quarantine("binary_payload", f"declared {rec.content_type}", excerpt=body, **where)
             return None
         if len(page.text) < self.min_text_chars:
             ctx.quarantine(
