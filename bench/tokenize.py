@@ -1,0 +1,287 @@
+"""Qwen3 tokenisation speed: ours (tiktoken fast path) vs HF tokenizers vs datatrove, and the export.
+
+Text: real, built in memory from files every clone has: the bundled news pages
+(samples/html/newspaper4k/*.txt: en, ar, zh, ja, th, my, es, lv, ko ...), the 532
+UDHR paragraphs in samples/text (hundreds of languages), both repeated so that they
+make about a third of the bytes, and Python source from the standard library (code).
+``--mb`` sets the size (default 24 MB, ``--quick``: 6 MB).
+
+Each side runs in a child process of this script (one process tree), the sides
+interleaved, ``--repeats`` times; the tables give medians. Timed: encoding only
+(tokenizer loading and text reading excluded), except ``+start`` rows which include
+the process pool start and the tokenizer load in its workers.
+
+  ours         pipelines.tokens.tokenizer.qwen3().encode_doc per document, 1 process
+  ours x2      the same in 2 spawned processes (chunks of documents)
+  hf           tokenizers.Tokenizer.from_file(tokenizer.json).encode_batch, 1 rayon thread
+  hf x2        the same, 2 rayon threads
+  datatrove    DocumentTokenizer(tokenizer_name_or_path=<local tokenizer.json>,
+               eos_token="<|endoftext|>", shuffle_documents=False).run(...), 1 thread
+  export       export_stage(docs, seq_len=4096, parts=1, processes=1): tokenise + pack +
+               write in this process, the tokenizer built before (as for "ours"); compared
+               with ours. One part: in production a part holds GBs, and per-part fixed
+               costs (six fsynced files) are not what this measures.
+  export x2    the same with processes=2, timed with the pool start and the workers'
+               tokenizer loads; compared with "ours x2 +start"
+
+Identity: every side's ids (each document + <|endoftext|>) are hashed in document
+order; ours must equal HF and datatrove. Padding: the fraction of padding when the
+same documents are packed greedily (window 1) or best-fit over wider windows.
+"""
+
+import os
+import sys
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+sys.path[:] = [
+    p for p in sys.path if os.path.abspath(p or ".") != BENCH_DIR
+]  # not stdlib's tokenize
+ROOT = os.path.dirname(BENCH_DIR)
+sys.path.insert(0, ROOT)
+
+import argparse  # noqa: E402
+import json  # noqa: E402
+import multiprocessing  # noqa: E402
+import resource  # noqa: E402
+import shutil  # noqa: E402
+import statistics  # noqa: E402
+import subprocess  # noqa: E402
+import sysconfig  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import xxhash  # noqa: E402
+
+EOT = "<|endoftext|>"
+
+
+def corpus(mb: float) -> list[str]:
+    news = [
+        p.read_text(encoding="utf-8")
+        for p in sorted(Path(ROOT, "samples/html/newspaper4k").glob("*.txt"))
+    ]
+    udhr = Path(ROOT, "samples/text/udhr_paragraphs.jsonl").read_text(encoding="utf-8").splitlines()
+    multi = news + [json.loads(line)["text"] for line in udhr]
+    code_files = sorted(Path(sysconfig.get_paths()["stdlib"]).rglob("*.py"))
+    target = int(mb * 1e6)
+    texts: list[str] = []
+    size = multi_size = 0
+    i = j = 0
+    while size < target:
+        if multi_size < size / 3:
+            t = multi[i % len(multi)]
+            i += 1
+            multi_size += len(t.encode())
+        else:
+            t = code_files[j % len(code_files)].read_text(encoding="utf-8", errors="replace")
+            j += 1
+        texts.append(t)
+        size += len(t.encode())
+    return texts
+
+
+def _cpu() -> float:
+    a, b = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return a.ru_utime + a.ru_stime + b.ru_utime + b.ru_stime
+
+
+def _digest(arrays) -> str:
+    h = xxhash.xxh3_128()
+    for a in arrays:
+        h.update(np.asarray(a, dtype="<i4").tobytes())
+    return h.hexdigest()
+
+
+_TOK = None
+
+
+def _init():
+    global _TOK
+    from pipelines.tokens.tokenizer import qwen3
+
+    _TOK = qwen3()
+    _TOK.encode_doc("warm")  # builds the backend
+
+
+def _encode_chunk(texts):
+    return [_TOK.encode_doc(t) for t in texts]
+
+
+def _export(texts: list[str], processes: int, out: dict, tmp: str) -> None:
+    from pipelines.tokens.export import export_stage
+    from pipelines.tokens.tokenizer import qwen3
+    from storage.fs import open_fs
+    from storage.layout import OutputDir
+
+    tok = _TOK or qwen3()
+    fs = open_fs(tmp)
+    docs = ((str(k), t, 1) for k, t in enumerate(texts))
+    m = export_stage(docs, OutputDir(fs, fs.root), 4096, tok, parts=1, processes=processes)
+    out["padding"] = m.counters["padding"] / (m.counters["sequences"] * 4096)
+
+
+def side(name: str, mb: float) -> dict:
+    """Run one side in this process; returns figures and the ids digest."""
+    texts = corpus(mb)
+    out: dict = {"name": name}
+    from pipelines.tokens.tokenizer import qwen3_tokenizer_path
+
+    path = str(qwen3_tokenizer_path())
+    if name == "ours":
+        _init()
+        t0, c0 = time.perf_counter(), _cpu()
+        ids = _encode_chunk(texts)
+        out["wall"], out["cpu"] = time.perf_counter() - t0, _cpu() - c0
+        out["lengths"] = [len(x) for x in ids]
+    elif name in ("ours x2", "export x2"):
+        tmp = tempfile.mkdtemp()  # the export's output; removed after timing
+        t0, c0 = time.perf_counter(), _cpu()
+        if name == "ours x2":
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(2, initializer=_init) as pool:
+                pool.map(_encode_chunk, [["warm"]] * 2)
+                t1 = time.perf_counter()
+                chunks = [texts[k : k + 64] for k in range(0, len(texts), 64)]
+                ids = [x for chunk in pool.imap(_encode_chunk, chunks) for x in chunk]
+                out["wall"] = time.perf_counter() - t1
+        else:
+            _export(texts, 2, out, tmp)
+            ids = []
+        out["wall_start"], out["cpu"] = time.perf_counter() - t0, _cpu() - c0
+        out.setdefault("wall", out["wall_start"])
+        shutil.rmtree(tmp)
+    elif name == "export":
+        _init()
+        with tempfile.TemporaryDirectory() as tmp:
+            t0, c0 = time.perf_counter(), _cpu()
+            _export(texts, 1, out, tmp)
+            out["wall"], out["cpu"] = time.perf_counter() - t0, _cpu() - c0
+        ids = []
+    elif name in ("hf", "hf x2"):
+        from tokenizers import Tokenizer
+
+        tok = Tokenizer.from_file(path)
+        eot = tok.token_to_id(EOT)
+        t0, c0 = time.perf_counter(), _cpu()
+        enc = tok.encode_batch(texts, add_special_tokens=False)
+        out["wall"], out["cpu"] = time.perf_counter() - t0, _cpu() - c0
+        ids = [e.ids + [eot] for e in enc]
+    elif name == "datatrove":
+        from datatrove.data import Document
+        from datatrove.pipeline.tokens.tokenizer import DocumentTokenizer
+
+        with tempfile.TemporaryDirectory() as tmp:
+            step = DocumentTokenizer(
+                tmp, tokenizer_name_or_path=path, eos_token=EOT, shuffle_documents=False
+            )
+            docs = (Document(text=t, id=str(k)) for k, t in enumerate(texts))
+            t0, c0 = time.perf_counter(), _cpu()
+            step.run(docs)
+            out["wall"], out["cpu"] = time.perf_counter() - t0, _cpu() - c0
+            ids = [np.fromfile(p, dtype="<u4") for p in sorted(Path(tmp).glob("*.ds"))]
+            ids = [np.concatenate(ids)] if ids else []
+    else:
+        raise SystemExit(f"unknown side {name!r}")
+    flat = np.concatenate([np.asarray(x, dtype=np.int64) for x in ids]) if ids else None
+    out["digest"] = _digest([flat]) if flat is not None else None
+    out["tokens"] = int(len(flat)) if flat is not None else None
+    out["bytes"] = sum(len(t.encode()) for t in texts)
+    return out
+
+
+def run_side(name: str, mb: float) -> dict:
+    env = dict(os.environ, RAYON_NUM_THREADS="2" if name == "hf x2" else "1")
+    env["TOKENIZERS_PARALLELISM"] = "true" if name == "hf x2" else "false"
+    env["HF_HUB_OFFLINE"] = "1"
+    proc = subprocess.run(
+        [sys.executable, __file__, "--side", name, "--mb", str(mb)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        raise SystemExit(f"side {name!r} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def padding_table(lengths: list[int]) -> list[str]:
+    from pipelines.tokens.pack import pack
+
+    zeros = np.zeros(max(lengths), dtype=np.int32)
+    rows = []
+    for seq_len in (4096, 32768):
+        cells = []
+        for window in (1, 16, 64, 256):
+            seqs = pad = 0
+            for s in pack((zeros[:n] for n in lengths), seq_len, 0, window):
+                seqs += 1
+                pad += s.padding
+            cells.append(f"window {window}: {100 * pad / (seqs * seq_len):.2f}%")
+        rows.append(f"  seq_len {seq_len}: " + ", ".join(cells))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="6 MB of text, 2 repeats")
+    ap.add_argument("--mb", type=float, default=24.0)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--side", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.side:
+        print(json.dumps(side(args.side, args.mb)))
+        return
+    mb, repeats = (6.0, 2) if args.quick else (args.mb, args.repeats)
+    names = ["ours", "hf", "export", "ours x2", "hf x2", "datatrove", "export x2"]
+    runs: dict[str, list[dict]] = {n: [] for n in names}
+    for r in range(repeats):
+        for n in names:
+            runs[n].append(run_side(n, mb))
+            print(f"repeat {r + 1}/{repeats}: {n:10s} {runs[n][-1]['wall']:.2f} s", file=sys.stderr)
+    first = runs["ours"][0]
+    mbytes, tokens = first["bytes"] / 1e6, first["tokens"]
+    print(f"text: {mbytes:.1f} MB, {len(first['lengths'])} documents, {tokens:,} tokens (ours)")
+    print(
+        f"{'side':12s} {'MB/s':>8s} {'Mtok/s':>8s} {'MB/cpu-s':>9s} {'+start MB/s':>12s} identical ids"
+    )
+    med = {}
+    for n in names:
+        wall = statistics.median(x["wall"] for x in runs[n])
+        cpu = statistics.median(x["cpu"] for x in runs[n])
+        start = statistics.median(x.get("wall_start", x["wall"]) for x in runs[n])
+        med[n] = (mbytes / wall, mbytes / start)
+        digest = runs[n][0]["digest"]
+        same = "-" if digest is None else str(digest == first["digest"])
+        print(
+            f"{n:12s} {mbytes / wall:8.2f} {tokens / wall / 1e6:8.3f} {mbytes / cpu:9.2f} "
+            f"{mbytes / start:12.2f} {same}"
+        )
+    for n in names:
+        digests = {x["digest"] for x in runs[n]}
+        if len(digests) > 1:
+            raise SystemExit(f"{n}: ids differ between repeats")
+    for n in ("hf", "hf x2", "datatrove"):
+        if runs[n][0]["digest"] != first["digest"]:
+            raise SystemExit(f"ids differ: ours vs {n}; the fast path is not exact on this text")
+    print("padding when packing these documents (best-fit window; 1 = greedy):")
+    print("\n".join(padding_table(first["lengths"])))
+    cpu = {n: statistics.median(x["cpu"] for x in runs[n]) for n in names}
+    print(
+        f"export (tokenise+pack+write) vs tokenising alone: 1 process {med['export'][0] / med['ours'][0]:.2f}x "
+        f"(per CPU second {cpu['ours'] / cpu['export']:.2f}x), 2 processes with start "
+        f"{med['export x2'][1] / med['ours x2'][1]:.2f}x; "
+        f"padding at 4096: {100 * runs['export'][0]['padding']:.2f}%"
+    )
+    print(
+        f"per core: ours {med['ours'][0]:.2f} MB/s, HF {med['hf'][0]:.2f} MB/s "
+        f"({med['ours'][0] / med['hf'][0]:.1f}x), datatrove {med['datatrove'][0]:.2f} MB/s"
+    )
+    ratio = med["ours"][0] / med["hf"][0]
+    print(f"tokenize: ratio={ratio:.2f} ours={med['ours'][0]:.2f} peer={med['hf'][0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,385 @@
+"""export_stage: a stream of documents -> one tokenized, packed, sharded curriculum stage.
+
+Input is what a mixer emits for one stage: ``(doc_id, text, repeats[, labels])`` in a
+deterministic order, where ``repeats`` is how many times the recipe wants the document
+(0 drops it) and ``labels`` an optional {name: value} map (source, language ...) that
+token counts are broken down by. Output, in ``out.folder``:
+
+    part-00000.bin/.idx          sequences of exactly seq_len int32 ids (Megatron format)
+    part-00000.seg.bin/.seg.idx  segment lengths per sequence (see pack.py)
+    part-00000.docs.parquet      provenance: which document piece sits where
+    _done/part-00000.json        per-part completion marker (resume)
+    _manifest.json               written last
+
+Two passes, both spread over processes and both resumable:
+  1. tokenise  input batches (~``batch_chars`` characters of text) in worker processes; each
+               copy of each document gets a seeded hash key that decides its part
+               and its place in the part (a deterministic shuffle in which the
+               copies of an upsampled document land far apart). Spill files and a
+               marker per batch under ``_work/``.
+  2. pack      each part in a worker: its copies sorted by key, packed (pack.py),
+               written atomically (.bin/.idx, .seg.bin/.seg.idx, .docs.parquet), then
+               its marker. The manifest comes last, then ``_work/`` is removed.
+Every byte depends only on the input, the seed and the config, so a killed export
+rerun with the same input skips finished batches and parts and ends with the same
+bytes. The spill is as large as the output; a part is packed in memory, so choose
+``parts`` to keep a part to a few GB of tokens.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import multiprocessing
+import posixpath
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import xxhash
+
+from pipelines.tokens.indexed import IndexedWriter
+from pipelines.tokens.pack import pack
+from pipelines.tokens.tokenizer import Tokenizer
+from storage.fs import Filesystem
+from storage.layout import OutputDir
+from storage.manifest import Manifest, ShardInfo, config_hash
+
+VERSION = "1"
+PROVENANCE_SCHEMA = pa.schema(
+    [
+        pa.field("sequence", pa.int64()),
+        pa.field("start", pa.int32()),  # first token of the piece within the sequence
+        pa.field("length", pa.int32()),
+        pa.field("doc_id", pa.string()),
+        pa.field("copy", pa.int32()),  # 0..repeats-1
+        pa.field("doc_offset", pa.int64()),  # first token of the piece within the document
+    ]
+)
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    stage: str
+    seq_len: int
+    seed: int = 0
+    parts: int = 8
+    open_sequences: int = 64
+    batch_chars: int = 2_000_000
+    recipe_hash: str = ""
+
+
+def part_name(i: int) -> str:
+    return f"part-{i:05d}"
+
+
+# pass 1: tokenise ---------------------------------------------------------------
+_TOKENIZER: Tokenizer | None = None
+
+
+def _init_worker(tokenizer: Tokenizer) -> None:
+    global _TOKENIZER
+    _TOKENIZER = tokenizer
+
+
+def _batches(docs: Iterable, batch_chars: int) -> Iterator[list[tuple[str, str, int, dict]]]:
+    batch, size = [], 0
+    for i, row in enumerate(docs):
+        doc_id, text, repeats, *rest = row
+        labels = dict(rest[0]) if rest and rest[0] else {}
+        if not isinstance(text, str) or not isinstance(repeats, int) or repeats < 0:
+            raise ValueError(
+                f"input row {i} (doc_id {doc_id!r}): expected (doc_id, text: str, repeats: "
+                f"int >= 0[, labels]), got text {type(text).__name__}, repeats {repeats!r}"
+            )
+        batch.append((str(doc_id), text, repeats, labels))
+        size += len(text)
+        if size >= batch_chars:
+            yield batch
+            batch, size = [], 0
+    if batch:
+        yield batch
+
+
+def _batch_digest(batch: list[tuple[str, str, int, dict]]) -> str:
+    h = xxhash.xxh3_128()
+    for doc_id, text, repeats, labels in batch:
+        h.update(f"{doc_id}\0{repeats}\0{sorted(labels.items())}\0".encode())
+        h.update(text.encode("utf-8", "surrogatepass"))
+    return h.hexdigest()
+
+
+def _copy_key(seed: int, doc_id: str, copy: int) -> int:
+    return xxhash.xxh3_64_intdigest(f"{doc_id}\0{copy}".encode(), seed=seed)
+
+
+def _tokenize_batch(fs: Filesystem, work: str, b: int, batch, cfg: ExportConfig, digest: str):
+    tok = _TOKENIZER
+    counters: Counter = Counter()
+    ids_list, doc_ids, copies = [], [], []
+    for doc_id, text, repeats, labels in batch:
+        counters["documents_in"] += 1
+        if repeats == 0 or not text:
+            counters["documents_dropped" if text else "documents_empty"] += 1
+            continue
+        ids = tok.encode_doc(text)
+        doc = len(doc_ids)
+        doc_ids.append(doc_id)
+        ids_list.append(ids)
+        counters["documents"] += 1
+        counters["document_copies"] += repeats
+        counters["tokens_unique"] += len(ids)
+        counters["tokens"] += len(ids) * repeats
+        for key, value in labels.items():
+            counters[f"tokens.{key}={value}"] += len(ids) * repeats
+        for c in range(repeats):
+            k = _copy_key(cfg.seed, doc_id, c)
+            copies.append((k % cfg.parts, k, doc, c))
+    lengths = np.array([len(x) for x in ids_list], dtype=np.int64)
+    offsets = np.zeros(len(lengths), dtype=np.int64)
+    np.cumsum(lengths[:-1], out=offsets[1:])
+    tokens = np.concatenate(ids_list) if ids_list else np.zeros(0, np.int32)
+    table = np.array(sorted(copies), dtype=np.uint64).reshape(-1, 4)
+    prefix = posixpath.join(work, f"b{b:06d}")
+    buf = io.BytesIO()
+    np.save(buf, tokens)
+    fs.write_bytes(prefix + ".tokens.npy", buf.getvalue())
+    buf = io.BytesIO()
+    np.savez(buf, offsets=offsets, lengths=lengths, copies=table, doc_ids=np.array(doc_ids, str))
+    fs.write_bytes(prefix + ".docs.npz", buf.getvalue())
+    marker = {"digest": digest, "counters": dict(counters)}
+    fs.write_bytes(prefix + ".done.json", json.dumps(marker, sort_keys=True).encode())
+    return b, marker
+
+
+# pass 2: pack -------------------------------------------------------------------
+def _load_tokens(fs: Filesystem, path: str) -> np.ndarray:
+    if fs.is_local:
+        return np.asarray(np.load(path, mmap_mode="r"))  # plain view: cheap slices
+    return np.load(io.BytesIO(fs.read_bytes(path)))
+
+
+def _pack_part(fs: Filesystem, work: str, folder: str, p: int, n_batches: int, cfg, pad_id, chash):
+    t0 = time.perf_counter()
+    chosen = []  # (key, batch, doc, copy)
+    tables = []
+    for b in range(n_batches):
+        prefix = posixpath.join(work, f"b{b:06d}")
+        with np.load(io.BytesIO(fs.read_bytes(prefix + ".docs.npz"))) as z:
+            t = {k: z[k] for k in z.files}
+        rows = t["copies"]
+        lo, hi = np.searchsorted(rows[:, 0], [p, p + 1]) if len(rows) else (0, 0)
+        chosen += [(int(r[1]), b, int(r[2]), int(r[3])) for r in rows[lo:hi]]
+        t["tokens"] = _load_tokens(fs, prefix + ".tokens.npy") if hi > lo else None
+        tables.append(t)
+    chosen.sort()
+
+    def docs():
+        for _, b, d, _ in chosen:
+            t = tables[b]
+            yield t["tokens"][t["offsets"][d] : t["offsets"][d] + t["lengths"][d]]
+
+    name = part_name(p)
+    prefix = posixpath.join(folder, name)
+    prov: dict[str, list] = {f.name: [] for f in PROVENANCE_SCHEMA}
+    padding = 0
+    with IndexedWriter(fs, prefix) as seqs, IndexedWriter(fs, prefix + ".seg") as segs:
+        for s, packed in enumerate(pack(docs(), cfg.seq_len, pad_id, cfg.open_sequences)):
+            seqs.add(packed.tokens)
+            segs.add(packed.segments)
+            padding += packed.padding
+            start = 0
+            for piece in packed.pieces:
+                _, b, d, c = chosen[piece.doc]
+                for col, v in zip(
+                    prov,
+                    (s, start, piece.length, str(tables[b]["doc_ids"][d]), c, piece.offset),
+                    strict=True,
+                ):
+                    prov[col].append(v)
+                start += piece.length
+    buf = io.BytesIO()
+    pq.write_table(pa.table(prov, schema=PROVENANCE_SCHEMA), buf, compression="zstd")
+    fs.write_bytes(prefix + ".docs.parquet", buf.getvalue())
+    sequences = len(seqs.sizes)
+    prov_info = ShardInfo(
+        name + ".docs.parquet", len(prov["sequence"]), buf.tell(), _sha256(buf.getvalue())
+    )
+    record = {
+        "part": name,
+        "config_hash": chash,
+        "files": [i.__dict__ for i in (*_infos(seqs), *_infos(segs), prov_info)],
+        "sequences": sequences,
+        "tokens": sequences * cfg.seq_len - padding,
+        "padding": padding,
+        "copies": len(chosen),
+        "seconds": time.perf_counter() - t0,
+    }
+    OutputDir(fs, folder).mark_done(name, record)
+    return record
+
+
+def _infos(w: IndexedWriter) -> tuple[ShardInfo, ShardInfo]:
+    return w.result.bin, w.result.idx
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# driver -------------------------------------------------------------------------
+def export_stage(
+    docs: Iterable[tuple[str, str, int] | tuple[str, str, int, Mapping[str, str]]],
+    out: OutputDir,
+    seq_len: int,
+    tokenizer: Tokenizer,
+    *,
+    stage: str = "tokens/stage",
+    seed: int = 0,
+    parts: int = 8,
+    open_sequences: int = 64,
+    batch_chars: int = 2_000_000,
+    recipe_hash: str = "",
+    processes: int = 2,
+    inputs: list[dict[str, str]] | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> Manifest:
+    """Tokenise, pack and shard ``docs`` into ``out``; returns the stage manifest."""
+    cfg = ExportConfig(stage, seq_len, seed, parts, open_sequences, batch_chars, recipe_hash)
+    config = {
+        **cfg.__dict__,
+        "tokenizer_sha256": tokenizer.sha256,
+        "pad_id": tokenizer.eot_id,
+        "eot_id": tokenizer.eot_id,
+        "format": "megatron-mmidx-v1-int32",
+    }
+    chash = config_hash(config)
+    say = progress or (lambda msg: None)
+    fs, folder = out.fs, out.folder
+    work = posixpath.join(folder, "_work", chash)
+    t0 = time.perf_counter()
+    fs.makedirs(work)
+    fs.clean_temp(folder)
+    fs.remove(posixpath.join(folder, "_manifest.json"))
+
+    if processes > 1:
+        ctx = multiprocessing.get_context("spawn")
+        pool = ProcessPoolExecutor(processes, ctx, initializer=_init_worker, initargs=(tokenizer,))
+    else:
+        _init_worker(tokenizer)
+        pool = _Inline()
+    with pool:
+        markers = _pass_tokenise(pool, fs, work, docs, cfg, processes, say)
+        tok_digest = xxhash.xxh3_128_hexdigest(json.dumps(markers, sort_keys=True).encode())
+        part_hash = config_hash({"config": chash, "tokens": tok_digest})
+        records = _pass_pack(
+            pool, fs, work, out, len(markers), cfg, tokenizer.eot_id, part_hash, processes, say
+        )
+
+    names = [part_name(p) for p in range(parts)]
+    _remove_stale(out, set(names))
+    counters: Counter = Counter()
+    for m in markers:
+        counters.update(m["counters"])
+    for name in names:
+        rec = records[name]
+        counters["sequences"] += rec["sequences"]
+        counters["padding"] += rec["padding"]
+        for key in ("sequences", "tokens", "padding"):
+            counters[f"part.{name}.{key}"] = rec[key]
+    manifest = Manifest(
+        stage=stage,
+        version=VERSION,
+        config=config,
+        kind="tokens",
+        inputs=list(inputs or []),
+        shards=[ShardInfo.from_dict(f) for n in names for f in records[n]["files"]],
+        counters=dict(sorted(counters.items())),
+        seconds=round(time.perf_counter() - t0, 3),
+    )
+    out.write_manifest(manifest)
+    fs.remove(posixpath.join(folder, "_work"))
+    return manifest
+
+
+class _Inline:
+    """Runs submitted calls at once in this process (``processes=1``: no spawn, no reload)."""
+
+    def __enter__(self) -> _Inline:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    def submit(self, fn, *args) -> Future:
+        fut: Future = Future()
+        fut.set_result(fn(*args))
+        return fut
+
+
+def _pass_tokenise(pool, fs, work, docs, cfg, processes, say) -> list[dict[str, Any]]:
+    markers: dict[int, dict] = {}
+    running: set[Future] = set()
+    n_batches = reused = 0
+    for b, batch in enumerate(_batches(docs, cfg.batch_chars)):
+        n_batches += 1
+        digest = _batch_digest(batch)
+        done = posixpath.join(work, f"b{b:06d}.done.json")
+        if fs.exists(done):
+            old = json.loads(fs.read_bytes(done))
+            if old["digest"] == digest:
+                markers[b] = old
+                reused += 1
+                continue
+        while len(running) >= 2 * processes:
+            finished, running = wait(running, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                i, m = fut.result()
+                markers[i] = m
+        running.add(pool.submit(_tokenize_batch, fs, work, b, batch, cfg, digest))
+    for fut in running:
+        i, m = fut.result()
+        markers[i] = m
+    say(f"{cfg.stage}: tokenised {n_batches} batches ({reused} done before)")
+    return [markers[b] for b in range(n_batches)]
+
+
+def _pass_pack(pool, fs, work, out, n_batches, cfg, pad_id, part_hash, processes, say):
+    records: dict[str, dict] = {}
+    running: deque[Future] = deque()
+
+    def collect(fut: Future) -> None:
+        rec = fut.result()
+        records[rec["part"]] = rec
+        say(f"{cfg.stage}: packed {rec['part']} ({len(records)}/{cfg.parts})")
+
+    for p in range(cfg.parts):
+        done = out.done(part_name(p))
+        if done and done.get("config_hash") == part_hash:
+            records[part_name(p)] = done
+            continue
+        args = (fs, work, out.folder, p, n_batches, cfg, pad_id, part_hash)
+        running.append(pool.submit(_pack_part, *args))
+        while len(running) >= processes:
+            collect(running.popleft())
+    while running:
+        collect(running.popleft())
+    return records
+
+
+def _remove_stale(out: OutputDir, names: set[str]) -> None:
+    """Drop part files and markers of parts that are not in this export (older config)."""
+    for path in out.fs.ls(out.folder):
+        base = posixpath.basename(path)
+        if base.startswith("part-") and base.split(".", 1)[0] not in names:
+            out.fs.remove(path)
+    for path in out.fs.ls(posixpath.join(out.folder, "_done"), ".json"):
+        if posixpath.basename(path)[: -len(".json")] not in names:
+            out.fs.remove(path)
