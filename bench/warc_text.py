@@ -63,8 +63,9 @@ PAGES = ROOT / "samples" / "html" / "newspaper4k"
 BUNDLED = sorted((ROOT / "samples" / "warc").glob("*/*.warc*"))
 HTML_TYPES = ("text/html", "application/xhtml+xml")
 # Thai+Lao, Myanmar, Khmer, kana, CJK ideographs (+ext A, compat): no spaces between words
-NOSPACE = ("\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff"
-           "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff")
+NOSPACE = (
+    "\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"
+)
 TOKEN = re.compile(f"([{NOSPACE}]+)|[^\\W{NOSPACE}]+")
 
 
@@ -97,13 +98,23 @@ def write_synthetic(path: Path, n: int) -> None:
             url = f"https://bench.corpusmill.invalid/{i // len(pages)}/{stem}.html"
             date = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1715673600 + i))
             req = StatusAndHeaders(f"GET {url} HTTP/1.1", [], is_http_request=True)
-            writer.write_record(writer.create_warc_record(
-                url, "request", http_headers=req, warc_headers_dict={"WARC-Date": date}))
+            writer.write_record(
+                writer.create_warc_record(
+                    url, "request", http_headers=req, warc_headers_dict={"WARC-Date": date}
+                )
+            )
             hdrs = [("Content-Type", "text/html"), ("Content-Length", str(len(body)))]
             http = StatusAndHeaders("200 OK", hdrs, protocol="HTTP/1.1")
             warc = {"WARC-Date": date, "WARC-Identified-Payload-Type": "text/html"}
-            writer.write_record(writer.create_warc_record(
-                url, "response", payload=io.BytesIO(body), http_headers=http, warc_headers_dict=warc))
+            writer.write_record(
+                writer.create_warc_record(
+                    url,
+                    "response",
+                    payload=io.BytesIO(body),
+                    http_headers=http,
+                    warc_headers_dict=warc,
+                )
+            )
 
 
 def build_corpus(folder: Path, n_records: int) -> dict[str, int]:
@@ -137,8 +148,13 @@ def run_ours(folder: Path) -> dict[str, Any]:
             docs += batch.num_rows
         counters.update(ctx.counters)
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
-    return {"wall_s": wall, "cpu_s": cpu, "docs_out": docs, "records_in": counters["records_in"],
-            "counters": dict(counters)}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "docs_out": docs,
+        "records_in": counters["records_in"],
+        "counters": dict(counters),
+    }
 
 
 def patch_warcio_brotli() -> bool:
@@ -200,9 +216,15 @@ def run_peer(folder: Path, keep_dedup_cache: bool = False) -> dict[str, Any]:
     wall, cpu = time.perf_counter() - t0, cpu_seconds() - c0
     stats = {k: v.total for k, v in extractor.stats.stats.items()}
     respawns = stats.get("timeout", 0) + stats.get("broken_process", 0)
-    return {"wall_s": wall, "cpu_s": cpu, "docs_out": docs, "extractor_stats": stats,
-            "html_docs_read": stats.get("total", 0), "sandbox_processes": 1 + respawns,
-            "warcio_brotli_patched": patched}
+    return {
+        "wall_s": wall,
+        "cpu_s": cpu,
+        "docs_out": docs,
+        "extractor_stats": stats,
+        "html_docs_read": stats.get("total", 0),
+        "sandbox_processes": 1 + respawns,
+        "warcio_brotli_patched": patched,
+    }
 
 
 def child(side: str, folder: Path, cpu: int | None, out: Path, keep_dedup_cache: bool) -> None:
@@ -270,8 +292,14 @@ def quality() -> dict[str, Any]:
         ours = html_to_text(body, None).text
         html = datatrove_decode(body)
         theirs = (peer.extract(html) or "") if html is not None else ""
-        rows.append({"page": html_path.stem, "ref_tokens": len(tokens(ref)),
-                     "ours": score(ours, ref), "peer": score(theirs, ref)})
+        rows.append(
+            {
+                "page": html_path.stem,
+                "ref_tokens": len(tokens(ref)),
+                "ours": score(ours, ref),
+                "peer": score(theirs, ref),
+            }
+        )
     mean = {s: [sum(r[s][k] for r in rows) / len(rows) for k in range(3)] for s in ("ours", "peer")}
     return {"pages": rows, "mean": mean}
 
@@ -282,8 +310,11 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="400 records instead of 2000")
     ap.add_argument("--records", type=int, help="response records in the corpus (default 2000)")
     ap.add_argument("--json", type=Path, help="write all figures here")
-    ap.add_argument("--keep-dedup-cache", action="store_true",
-                    help="peer: keep trafilatura's cross-page dedup cache (see peer_extractor)")
+    ap.add_argument(
+        "--keep-dedup-cache",
+        action="store_true",
+        help="peer: keep trafilatura's cross-page dedup cache (see peer_extractor)",
+    )
     ap.add_argument("--side", choices=("ours", "peer"), help=argparse.SUPPRESS)
     ap.add_argument("--dir", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--cpu", type=int, help=argparse.SUPPRESS)
@@ -298,38 +329,53 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-warc-text-") as td:
         tmp = Path(td)
         corpus = build_corpus(tmp / "warc", n)
-        print(f"corpus: {corpus['files']} WARC files, {corpus['responses']} response records, "
-              f"{corpus['warc_bytes'] / 1e6:.1f} MB compressed, "
-              f"{corpus['html_bytes'] / 1e6:.1f} MB HTML; one core (cpu {cpu})", flush=True)
-        sides = {s: run_side(s, tmp / "warc", cpu, tmp, args.keep_dedup_cache)
-                 for s in ("ours", "peer")}
+        print(
+            f"corpus: {corpus['files']} WARC files, {corpus['responses']} response records, "
+            f"{corpus['warc_bytes'] / 1e6:.1f} MB compressed, "
+            f"{corpus['html_bytes'] / 1e6:.1f} MB HTML; one core (cpu {cpu})",
+            flush=True,
+        )
+        sides = {
+            s: run_side(s, tmp / "warc", cpu, tmp, args.keep_dedup_cache) for s in ("ours", "peer")
+        }
     n_rec, mb = corpus["responses"], 1e6
-    print(f"{'side':<5} {'records':>8} {'docs_out':>8} {'wall_s':>7} {'cpu/wall':>8} "
-          f"{'records/s':>10} {'WARC MB/s':>10} {'HTML MB/s':>10} {'rec/cpu_s':>10}")
+    print(
+        f"{'side':<5} {'records':>8} {'docs_out':>8} {'wall_s':>7} {'cpu/wall':>8} "
+        f"{'records/s':>10} {'WARC MB/s':>10} {'HTML MB/s':>10} {'rec/cpu_s':>10}"
+    )
     for s, r in sides.items():
         w = r["wall_s"]
         r["records_per_s"], r["records_per_cpu_s"] = n_rec / w, n_rec / r["cpu_s"]
         r["warc_mb_per_s"] = corpus["warc_bytes"] / mb / w
         r["html_mb_per_s"] = corpus["html_bytes"] / mb / w
-        print(f"{s:<5} {n_rec:>8} {r['docs_out']:>8} {w:>7.2f} {r['cpu_s'] / w:>8.2f} "
-              f"{r['records_per_s']:>10.1f} {r['warc_mb_per_s']:>10.2f} "
-              f"{r['html_mb_per_s']:>10.2f} {r['records_per_cpu_s']:>10.1f}")
+        print(
+            f"{s:<5} {n_rec:>8} {r['docs_out']:>8} {w:>7.2f} {r['cpu_s'] / w:>8.2f} "
+            f"{r['records_per_s']:>10.1f} {r['warc_mb_per_s']:>10.2f} "
+            f"{r['html_mb_per_s']:>10.2f} {r['records_per_cpu_s']:>10.1f}"
+        )
     peer = sides["peer"]
-    print(f"peer: {peer['html_docs_read']} HTML docs read, extractor stats "
-          f"{peer['extractor_stats']}, {peer['sandbox_processes']} sandbox process(es) spawned"
-          + (", warcio brotli shim applied" if peer["warcio_brotli_patched"] else ""))
-    quarantined = {k[12:]: v for k, v in sides["ours"]["counters"].items()
-                   if k.startswith("quarantined.")}
+    print(
+        f"peer: {peer['html_docs_read']} HTML docs read, extractor stats "
+        f"{peer['extractor_stats']}, {peer['sandbox_processes']} sandbox process(es) spawned"
+        + (", warcio brotli shim applied" if peer["warcio_brotli_patched"] else "")
+    )
+    quarantined = {
+        k[12:]: v for k, v in sides["ours"]["counters"].items() if k.startswith("quarantined.")
+    }
     print(f"ours: {sides['ours']['records_in']} responses read, quarantined {quarantined}")
 
     q = quality()
     print(f"\nquality vs newspaper4k reference text ({len(q['pages'])} pages; R/P/F1 of tokens)")
-    print(f"{'page':<22} {'ref_tok':>7}  {'ours R':>6} {'P':>5} {'F1':>5}  "
-          f"{'traf R':>6} {'P':>5} {'F1':>5}")
+    print(
+        f"{'page':<22} {'ref_tok':>7}  {'ours R':>6} {'P':>5} {'F1':>5}  "
+        f"{'traf R':>6} {'P':>5} {'F1':>5}"
+    )
     for row in q["pages"]:
         o, p = row["ours"], row["peer"]
-        print(f"{row['page']:<22} {row['ref_tokens']:>7}  {o[0]:>6.3f} {o[1]:>5.3f} {o[2]:>5.3f}  "
-              f"{p[0]:>6.3f} {p[1]:>5.3f} {p[2]:>5.3f}")
+        print(
+            f"{row['page']:<22} {row['ref_tokens']:>7}  {o[0]:>6.3f} {o[1]:>5.3f} {o[2]:>5.3f}  "
+            f"{p[0]:>6.3f} {p[1]:>5.3f} {p[2]:>5.3f}"
+        )
     for side, name in (("ours", "ours (resiliparse)"), ("peer", "peer (trafilatura)")):
         r, p, f = q["mean"][side]
         print(f"mean {name:<20} recall={r:.3f} precision={p:.3f} f1={f:.3f}")
@@ -339,8 +385,13 @@ def main() -> None:
     cpu_ratio = sides["ours"]["records_per_cpu_s"] / peer["records_per_cpu_s"]
     print(f"cpu-time ratio (rec/cpu_s, insensitive to other load on the core): {cpu_ratio:.2f}")
     if args.json:
-        figures = {"corpus": corpus, "sides": sides, "quality": q, "ratio": ratio,
-                   "cpu_ratio": cpu_ratio}
+        figures = {
+            "corpus": corpus,
+            "sides": sides,
+            "quality": q,
+            "ratio": ratio,
+            "cpu_ratio": cpu_ratio,
+        }
         args.json.write_text(json.dumps(figures, indent=2))
     print(f"warc_text: ratio={ratio:.2f} ours={ours_rps:.1f} peer={peer_rps:.1f}")
 
