@@ -39,6 +39,11 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
   echo "setup: installing corpusmill and its dependencies into .venv (a few minutes the first time)"
   .venv/bin/python -m pip install --quiet --upgrade pip
+  if ! .venv/bin/python -c 'import torch' 2>/dev/null && ! command -v nvidia-smi >/dev/null 2>&1; then
+    # no GPU: take the CPU build of torch (a plain `torch` requirement pulls CUDA wheels, GBs)
+    .venv/bin/python -m pip install --quiet 'torch==2.13.0' \
+      || .venv/bin/python -m pip install --quiet 'torch==2.13.0' --index-url https://download.pytorch.org/whl/cpu
+  fi
   .venv/bin/python -m pip install --quiet -e '.[dev]'
   echo "$want" > "$stamp"
 fi
