@@ -17,6 +17,8 @@ from assets.resources import (
     WebInputResource,
 )
 from pipelines.dedup.exact import exact_dedup
+from pipelines.dedup.fingerprint import MinhashConfig
+from pipelines.dedup.minhash import minhash_dedup, minhash_metadata
 from pipelines.filters.stage import filter_web
 from pipelines.stage import Task
 from pipelines.web.crawl import CrawlConfig, crawl
@@ -31,6 +33,7 @@ CRAWL = dg.AssetKey(["raw", "crawl"])
 TEXT_WEB = dg.AssetKey(["text", "web"])
 TEXT_WEB_FILTERED = dg.AssetKey(["text", "web_filtered"])
 DEDUP_WEB_EXACT = dg.AssetKey(["dedup", "web_exact"])
+DEDUP_WEB_MINHASH = dg.AssetKey(["dedup", "web_minhash"])
 
 
 @dg.asset(key=WARC_FILES, group_name="web", kinds={"parquet"})
@@ -159,6 +162,54 @@ def dedup_web_exact(
     )
 
 
+@dg.asset(key=DEDUP_WEB_MINHASH, deps=[DEDUP_WEB_EXACT], group_name="web", kinds={"parquet"})
+def dedup_web_minhash(
+    context: dg.AssetExecutionContext, store: StoreResource, runner: RunnerResource
+) -> dg.MaterializeResult:
+    """Near duplicates removed: MinHash LSH over word 5-grams, 14 bands x 8 rows (FineWeb),
+    one document kept per cluster; cluster id and size of every document go to the
+    attribute shards in attributes/web_minhash (for upsampling by cluster size)."""
+    corpus = store.store()
+    out = corpus.output("dedup/web_minhash")
+    manifest = minhash_dedup(
+        runner.runner(),
+        corpus.output("dedup/web_exact"),
+        out,
+        corpus.output("attributes/web_minhash"),
+        MinhashConfig(),
+        progress=context.log.info,
+    )
+    m = minhash_metadata(out)
+    largest = [
+        {
+            "cluster_id": c["cluster_id"],
+            "size": c["size"],
+            "sample_urls": ", ".join(map(str, c["sample_urls"][:3])),
+        }
+        for c in m["largest_clusters"]
+    ]
+    return materialize_result(
+        manifest,
+        out.uri,
+        {
+            "documents_in": dg.MetadataValue.int(m["documents_in"]),
+            "clusters": dg.MetadataValue.int(m["clusters"]),
+            "removed": dg.MetadataValue.int(m["removed"]),
+            "removal_rate": dg.MetadataValue.float(float(m["removal_rate"])),
+            "largest_clusters": dg.MetadataValue.table(
+                records=[dg.TableRecord(r) for r in largest],
+                schema=dg.TableSchema(
+                    columns=[
+                        dg.TableColumn("cluster_id", "string"),
+                        dg.TableColumn("size", "int"),
+                        dg.TableColumn("sample_urls", "string"),
+                    ]
+                ),
+            ),
+        },
+    )
+
+
 @dg.asset_check(asset=WARC_FILES, description="At least one WARC file; index matches its manifest.")
 def warc_files_indexed(store: StoreResource) -> dg.AssetCheckResult:
     return index_check(store.store().output("raw/warc_files"))
@@ -193,3 +244,11 @@ def text_web_filtered_valid(store: StoreResource) -> dg.AssetCheckResult:
 )
 def dedup_web_exact_unique(store: StoreResource) -> dg.AssetCheckResult:
     return document_check(store.store().output("dedup/web_exact"), unique_texts=True)
+
+
+@dg.asset_check(
+    asset=DEDUP_WEB_MINHASH,
+    description="Checksums match, doc_ids unique, no two documents share a normalised text.",
+)
+def dedup_web_minhash_valid(store: StoreResource) -> dg.AssetCheckResult:
+    return document_check(store.store().output("dedup/web_minhash"), unique_texts=True)

@@ -18,13 +18,21 @@ from assets.resources import (
 )
 from storage.layout import CorpusStore
 
-EXPECTED_KEYS = {"raw/warc_files", "raw/crawl", "text/web", "text/web_filtered", "dedup/web_exact"}
+EXPECTED_KEYS = {
+    "raw/warc_files",
+    "raw/crawl",
+    "text/web",
+    "text/web_filtered",
+    "dedup/web_exact",
+    "dedup/web_minhash",
+}
 EXPECTED_DEPS = {
     "raw/warc_files": set(),
     "raw/crawl": set(),
     "text/web": {"raw/warc_files", "raw/crawl"},
     "text/web_filtered": {"text/web"},
     "dedup/web_exact": {"text/web_filtered"},
+    "dedup/web_minhash": {"dedup/web_exact"},
 }
 
 
@@ -84,7 +92,11 @@ def test_materialise_through_dagster_writes_shards(tmp_path: Path):
     )
 
     store = CorpusStore(str(store_root))
-    for key in ("text/web", "text/web_filtered", "dedup/web_exact"):
+    mh_md = mats["dedup/web_minhash"].metadata
+    assert mh_md["records_in"].value == dedup_md["records_out"].value
+    assert mh_md["records_out"].value == mh_md["records_in"].value - mh_md["removed"].value
+
+    for key in ("text/web", "text/web_filtered", "dedup/web_exact", "dedup/web_minhash"):
         out = store.output(key)
         manifest = out.manifest()
         manifest.verify(out.fs, out.folder)

@@ -1,1 +1,1 @@
-"""Deduplication: exact (normalised-text hash) here; MinHash fuzzy dedup later."""
+"""Deduplication: exact (normalised-text hash) and fuzzy (MinHash LSH, FineWeb parameters)."""
