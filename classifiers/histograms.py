@@ -55,8 +55,13 @@ def safety_counts(out: OutputDir) -> dict[str, int]:
     return dict(counts)
 
 
-def markdown_table(counts: dict[str, int], key: str = "label") -> str:
-    """A two-column Markdown table for Dagster's MetadataValue.md."""
-    rows = [f"| {key} | documents |", "|---|---:|"]
-    rows += [f"| {k} | {v} |" for k, v in counts.items()]
+def markdown_table(counts: dict[str, int], key: str = "label", width: int = 30) -> str:
+    """A Markdown table with a bar per row: a chart the Dagster UI renders as is."""
+    total = sum(counts.values()) or 1
+    top = max(counts.values(), default=0) or 1
+    rows = [f"| {key} | documents | share | |", "|---|---:|---:|---|"]
+    rows += [
+        f"| {k} | {v} | {100 * v / total:.1f}% | {'█' * max(1 if v else 0, round(width * v / top))} |"
+        for k, v in counts.items()
+    ]
     return "\n".join(rows)

@@ -186,7 +186,7 @@ class SignalsTagger(Stage):
     ) -> Iterator[pa.RecordBatch]:
         for batch in batches:
             rows = [text_signals(t, self.max_chars) for t in batch.column("text").to_pylist()]
-            ctx.counters["docs"] += len(rows)
+            ctx.counters["records_in"] += len(rows)
             cols = {name: [r[name] for r in rows] for name in self.output_schema.names[1:]}
             yield pa.RecordBatch.from_pydict(
                 {"doc_id": batch.column("doc_id"), **cols}, schema=self.output_schema

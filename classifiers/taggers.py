@@ -24,7 +24,6 @@ Design choices:
 from __future__ import annotations
 
 import hashlib
-import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import cache
@@ -67,14 +66,7 @@ def tag_documents(
     One task per document shard, with the same part name, so ``out/part-00003`` labels
     ``source/part-00003`` row by row. Works for any tagger here and for SignalsTagger.
     """
-    src = source.manifest()
-    src.verify(source.fs, source.folder, checksums=False)
-    tasks = [
-        Task(part=s.name.removesuffix(".parquet"), input=posixpath.join(source.folder, s.name))
-        for s in src.shards
-    ]
-    inputs = [{"path": source.uri, "digest": src.digest()}]
-    return runner.run(stage, tasks, out, in_fs=source.fs, inputs=inputs, progress=progress)
+    return runner.run_over(stage, source, out, progress=progress)
 
 
 def _sha256(path: str) -> str:
@@ -116,6 +108,7 @@ class FastTextTagger(Stage):
     ) -> Iterator[pa.RecordBatch]:
         models = {role: load_model(path) for role, path in self.models().items()}
         for batch in batches:
+            ctx.counters["records_in"] += batch.num_rows
             texts = batch.column("text").to_pylist()
             notes = [unreadable(t) for t in texts]
             readable = [i for i, n in enumerate(notes) if n is None]

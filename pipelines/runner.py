@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from dataclasses import dataclass, replace
 from typing import Any
 
-from pipelines.stage import Stage, StageContext, Task
+from pipelines.stage import Stage, StageContext, Task, shard_tasks
 from storage.fs import Filesystem
 from storage.layout import OutputDir
 from storage.manifest import Manifest, ShardInfo, config_hash
@@ -154,6 +154,20 @@ class LocalRunner:
         )
         out.write_manifest(manifest)
         return manifest
+
+    def run_over(
+        self,
+        stage: Stage,
+        source: OutputDir,
+        out: OutputDir,
+        progress: Callable[[str], None] | None = None,
+    ) -> Manifest:
+        """Run ``stage`` over every shard of a finished output; part names carry over,
+        so an attribute output stays row-aligned with its documents."""
+        inputs = [{"path": source.uri, "digest": source.manifest().digest()}]
+        return self.run(
+            stage, shard_tasks(source), out, in_fs=source.fs, inputs=inputs, progress=progress
+        )
 
     def _execute(self, stage, in_fs, out, pending, chash, records, say, total) -> list[dict]:
         failures: list[dict] = []

@@ -25,6 +25,10 @@ EXPECTED_KEYS = {
     "text/web_filtered",
     "dedup/web_exact",
     "dedup/web_minhash",
+    "attributes/domain",
+    "attributes/quality",
+    "attributes/safety",
+    "attributes/signals",
 }
 EXPECTED_DEPS = {
     "raw/warc_files": set(),
@@ -33,6 +37,10 @@ EXPECTED_DEPS = {
     "text/web_filtered": {"text/web"},
     "dedup/web_exact": {"text/web_filtered"},
     "dedup/web_minhash": {"dedup/web_exact"},
+    "attributes/domain": {"dedup/web_minhash"},
+    "attributes/quality": {"dedup/web_minhash"},
+    "attributes/safety": {"dedup/web_minhash"},
+    "attributes/signals": {"dedup/web_minhash"},
 }
 
 
@@ -95,6 +103,15 @@ def test_materialise_through_dagster_writes_shards(tmp_path: Path):
     mh_md = mats["dedup/web_minhash"].metadata
     assert mh_md["records_in"].value == dedup_md["records_out"].value
     assert mh_md["records_out"].value == mh_md["records_in"].value - mh_md["removed"].value
+
+    for key in (
+        "attributes/domain",
+        "attributes/quality",
+        "attributes/safety",
+        "attributes/signals",
+    ):
+        md = mats[key].metadata
+        assert md["records_in"].value == md["records_out"].value == mh_md["records_out"].value
 
     for key in ("text/web", "text/web_filtered", "dedup/web_exact", "dedup/web_minhash"):
         out = store.output(key)

@@ -63,7 +63,7 @@ def test_signals_stage_writes_aligned_attribute_shards(tmp_path):
     write_doc_output(docs, [rows[:2], rows[2:]])
     out = output_dir(tmp_path / "signals")
     manifest = tag_documents(LocalRunner(1), SignalsTagger(), docs, out)
-    assert manifest.kind == "attributes" and manifest.counters["docs"] == 3
+    assert manifest.kind == "attributes" and manifest.counters["records_in"] == 3
     assert manifest.inputs == [{"path": docs.uri, "digest": docs.manifest().digest()}]
     for task in shard_tasks(docs):
         check_aligned(

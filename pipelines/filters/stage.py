@@ -30,7 +30,7 @@ import yaml
 
 from pipelines.filters.rules import build_rule, file_digest
 from pipelines.runner import LocalRunner
-from pipelines.stage import Stage, StageContext, shard_tasks
+from pipelines.stage import Stage, StageContext
 from storage.layout import OutputDir
 from storage.manifest import Manifest
 from storage.schema import DOC_SCHEMA
@@ -127,7 +127,5 @@ def filter_web(
 ) -> Manifest:
     """Filter the documents of ``source`` into ``out`` (same part names) by a recipe."""
     recipe = load_recipe(recipe_path)
-    tasks = shard_tasks(source)
-    inputs = [{"path": source.uri, "digest": source.manifest().digest()}]
     stage = WebFilterStage(rules=recipe["rules"], language=recipe["language"])
-    return runner.run(stage, tasks, out, in_fs=source.fs, inputs=inputs, progress=progress)
+    return runner.run_over(stage, source, out, progress=progress)
