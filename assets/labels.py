@@ -2,8 +2,8 @@
 row-aligned with the documents they describe (re-running a tagger never rewrites
 text). One output folder per document source under each key:
 
-    attributes/domain/web    attributes/quality/web    attributes/safety/web
-    attributes/signals/web
+    attributes/lang/web      attributes/domain/web    attributes/quality/web
+    attributes/safety/web    attributes/signals/web
 
 Sources today: web (dedup/web_minhash). PDF and synth outputs join as they land.
 """
@@ -11,7 +11,7 @@ Sources today: web (dedup/web_minhash). PDF and synth outputs join as they land.
 import dagster as dg
 
 from assets.metadata import materialize_result
-from assets.resources import RunnerResource, StoreResource
+from assets.resources import PROJECT_ROOT, RunnerResource, StoreResource
 from assets.web import DEDUP_WEB_MINHASH
 from classifiers.histograms import (
     domain_histogram,
@@ -19,6 +19,7 @@ from classifiers.histograms import (
     quality_histogram,
     safety_counts,
 )
+from classifiers.lid.stage import LidStage, lid_distribution
 from classifiers.signals import SignalsTagger
 from classifiers.taggers import DomainTagger, QualityTagger, SafetyTagger
 from storage.layout import OutputDir
@@ -27,7 +28,9 @@ from storage.schema import check_aligned
 from storage.shards import read_shard
 
 SOURCES = {"web": "dedup/web_minhash"}  # source name -> document output key
+LANG = dg.AssetKey(["attributes", "lang"])
 DOMAIN = dg.AssetKey(["attributes", "domain"])
+LID_RECIPE = PROJECT_ROOT / "recipes" / "lid.yaml"
 QUALITY = dg.AssetKey(["attributes", "quality"])
 SAFETY = dg.AssetKey(["attributes", "safety"])
 SIGNALS = dg.AssetKey(["attributes", "signals"])
@@ -49,6 +52,25 @@ def _tag(context, store: StoreResource, runner: RunnerResource, key: str, stage)
 def _result(done: dict, extra: dict) -> dg.MaterializeResult:
     ((manifest, out),) = done.values()  # one source today; merge metadata when there are more
     return materialize_result(manifest, out.uri, extra)
+
+
+@dg.asset(key=LANG, deps=[DEDUP_WEB_MINHASH], group_name="labels", kinds={"fasttext"})
+def attributes_lang(
+    context: dg.AssetExecutionContext, store: StoreResource, runner: RunnerResource
+):
+    """Language among the 119 Qwen3 languages (FLORES-200 codes) or ``other``: lid.176
+    with a label map, a Han script split and a second stage trained on UDHR
+    (classifiers/lid/README.md lists per-language coverage); thresholds in recipes/lid.yaml."""
+    done = _tag(context, store, runner, "attributes/lang", LidStage.from_recipe(LID_RECIPE))
+    dist = lid_distribution(done["web"][1])
+    return _result(
+        done,
+        {
+            "languages": dg.MetadataValue.md(markdown_table(dist, "lang")),
+            "language_counts": dg.MetadataValue.json(dist),
+            "distinct_languages": dg.MetadataValue.int(len(dist)),
+        },
+    )
 
 
 @dg.asset(key=DOMAIN, deps=[DEDUP_WEB_MINHASH], group_name="labels", kinds={"fasttext"})
@@ -127,6 +149,11 @@ def aligned_check(store: StoreResource, key: str) -> dg.AssetCheckResult:
     except (ManifestError, ValueError) as exc:
         return dg.AssetCheckResult(passed=False, description=str(exc))
     return dg.AssetCheckResult(passed=True, metadata={"parts": parts})
+
+
+@dg.asset_check(asset=LANG, description="Row-aligned with the documents; checksums match.")
+def lang_aligned(store: StoreResource) -> dg.AssetCheckResult:
+    return aligned_check(store, "attributes/lang")
 
 
 @dg.asset_check(asset=DOMAIN, description="Row-aligned with the documents; checksums match.")
