@@ -46,7 +46,10 @@ def materialize(select: list[str]) -> int:
     t0 = time.perf_counter()
     with dg.DagsterInstance.get() as instance:
         result = job.execute_in_process(
-            instance=instance, asset_selection=keys, raise_on_error=False
+            instance=instance,
+            asset_selection=keys,
+            raise_on_error=False,
+            run_config={"loggers": {"console": {"config": {"log_level": "INFO"}}}},
         )
         print(
             f"\nrun {result.run_id} {'succeeded' if result.success else 'FAILED'} in "
