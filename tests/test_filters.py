@@ -201,3 +201,32 @@ def test_a_rule_that_raises_drops_the_document_not_the_run(tmp_path):
     assert reasons(ctx) == {"empty": "gopher_quality:error"}
     assert "ZeroDivisionError" in ctx.quarantined[0]["detail"]
     assert [r["native_id"] for r in kept] == ["good"]
+
+
+def test_text_rules_apply_only_to_their_languages(tmp_path):
+    """English thresholds must not drop other languages: a Thai article (no spaces, so
+    Gopher's word count would drop it) passes the text rules; URL rules still apply."""
+    recipe = load_recipe(RECIPE)
+    assert recipe["apply_to"] == ["eng_Latn"]
+    thai = article("thai_article")
+    rows = [
+        doc_row("thai", thai, 0),
+        doc_row("thai-blocked", thai, 1),
+        doc_row("short-en", "Too short to be a document.", 2),
+    ]
+    rows[1]["url"] = "https://spam-links.example/thai"
+    stage = WebFilterStage(rules=recipe["rules"], language="en", apply_to=recipe["apply_to"])
+    ctx = StageContext(stage.name, "test")
+    batch = pa.RecordBatch.from_pylist(rows, schema=DOC_SCHEMA)
+    kept = [r["native_id"] for b in stage.process(iter([batch]), ctx) for r in b.to_pylist()]
+    assert kept == ["thai"]
+    got = reasons(ctx)
+    assert got["thai-blocked"] == "url_blocklist:domain"
+    assert got["short-en"].startswith(("gopher_", "c4_quality:", "fineweb_quality:"))
+    assert ctx.counters["text_rules_skipped.tha_Thai"] == 2
+
+    # without apply_to the same Thai article is dropped by the English rules
+    everything = WebFilterStage(rules=recipe["rules"], language="en")
+    ctx2 = StageContext(everything.name, "test")
+    kept2 = [r for b in everything.process(iter([batch]), ctx2) for r in b.to_pylist()]
+    assert "thai" not in [r["native_id"] for r in kept2]

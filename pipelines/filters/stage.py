@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import pyarrow as pa
 import yaml
 
+from classifiers.lid.stage import LidStage
 from pipelines.filters.rules import build_rule, file_digest
 from pipelines.runner import LocalRunner
 from pipelines.stage import Stage, StageContext
@@ -63,7 +64,11 @@ def load_recipe(path: str | Path) -> dict[str, Any]:
     language = recipe.get("language", "en")
     for spec in rules:  # fail in the driver, with the rule named, not in every worker
         build_rule(spec, language)
-    return {"language": language, "rules": rules}
+    apply_to = list(recipe.get("apply_to", []))
+    return {"language": language, "rules": rules, "apply_to": apply_to}
+
+
+URL_RULES = ("url_blocklist",)  # rules that hold for every language
 
 
 @dataclass
@@ -74,17 +79,28 @@ class WebFilterStage(Stage):
 
     rules: list[dict[str, Any]] = field(default_factory=list)
     language: str = "en"
+    # canonical language codes the text rules are tuned for; documents identified as
+    # another language get the URL rules only (empty: every document gets every rule)
+    apply_to: list[str] = field(default_factory=list)
 
     def process(
         self, batches: Iterator[pa.RecordBatch], ctx: StageContext
     ) -> Iterator[pa.RecordBatch]:
         rules = [build_rule(spec, self.language) for spec in self.rules]
+        url_rules = [r for r in rules if r.name in URL_RULES]
+        identify = LidStage(second_stage="").identifier().identify if self.apply_to else None
         row = 0
         for batch in batches:
             kept = []
-            for doc in batch.to_pylist():
+            docs = batch.to_pylist()
+            langs = identify([d["text"] for d in docs]).lang if identify else None
+            for i, doc in enumerate(docs):
                 ctx.counters["records_in"] += 1
-                if self._keep(doc, row, rules, ctx):
+                applied = rules
+                if langs is not None and langs[i] not in self.apply_to:
+                    applied = url_rules
+                    ctx.counters[f"text_rules_skipped.{langs[i]}"] += 1
+                if self._keep(doc, row, applied, ctx):
                     kept.append(doc)
                 row += 1
             ctx.counters["kept"] += len(kept)
@@ -127,5 +143,7 @@ def filter_web(
 ) -> Manifest:
     """Filter the documents of ``source`` into ``out`` (same part names) by a recipe."""
     recipe = load_recipe(recipe_path)
-    stage = WebFilterStage(rules=recipe["rules"], language=recipe["language"])
+    stage = WebFilterStage(
+        rules=recipe["rules"], language=recipe["language"], apply_to=recipe["apply_to"]
+    )
     return runner.run_over(stage, source, out, progress=progress)
