@@ -30,6 +30,14 @@ EXPECTED_KEYS = {
     "attributes/quality",
     "attributes/safety",
     "attributes/signals",
+    "mix/scan",
+    "mix/s1",
+    "mix/s2",
+    "mix/s3",
+    "tokens/s1",
+    "tokens/s2",
+    "tokens/s3",
+    "model/smoke",
 }
 EXPECTED_DEPS = {
     "raw/warc_files": set(),
@@ -43,7 +51,22 @@ EXPECTED_DEPS = {
     "attributes/quality": {"dedup/web_minhash"},
     "attributes/safety": {"dedup/web_minhash"},
     "attributes/signals": {"dedup/web_minhash"},
+    "mix/scan": {
+        "dedup/web_minhash",
+        "attributes/lang",
+        "attributes/domain",
+        "attributes/quality",
+        "attributes/safety",
+    },
+    "mix/s1": {"mix/scan"},
+    "mix/s2": {"mix/scan"},
+    "mix/s3": {"mix/scan"},
+    "tokens/s1": {"mix/s1"},
+    "tokens/s2": {"mix/s2"},
+    "tokens/s3": {"mix/s3"},
+    "model/smoke": {"tokens/s1", "tokens/s2", "tokens/s3"},
 }
+UNCHECKED = {"mix/scan", "mix/s1", "mix/s2", "mix/s3"}  # selections: checked via tokens/*
 
 
 def test_definitions_load_with_expected_asset_keys_and_checks():
@@ -56,7 +79,7 @@ def test_definitions_load_with_expected_asset_keys_and_checks():
     }
     assert deps == EXPECTED_DEPS
     checked = {c.asset_key.to_user_string() for c in graph.asset_check_keys}
-    assert checked == EXPECTED_KEYS  # one check on each asset
+    assert checked == EXPECTED_KEYS - UNCHECKED  # a check on each output a user consumes
 
 
 def test_materialise_through_dagster_writes_shards(tmp_path: Path):
@@ -67,6 +90,7 @@ def test_materialise_through_dagster_writes_shards(tmp_path: Path):
         result = dg.materialize(
             [*assets, *checks],
             instance=instance,
+            run_config={"ops": {"model__smoke": {"config": {"steps": 30, "window": 64}}}},
             resources={
                 "store": StoreResource(root=str(store_root)),
                 "runner": RunnerResource(processes=2),
@@ -76,7 +100,8 @@ def test_materialise_through_dagster_writes_shards(tmp_path: Path):
         )
     assert result.success
     evals = result.get_asset_check_evaluations()
-    assert len(evals) == len(EXPECTED_KEYS) and all(e.passed for e in evals)
+    assert len(evals) == len(EXPECTED_KEYS - UNCHECKED)
+    assert [e.check_name for e in evals if not e.passed] == []
 
     mats = {
         e.event_specific_data.materialization.asset_key.to_user_string(): e.event_specific_data.materialization
@@ -107,6 +132,7 @@ def test_materialise_through_dagster_writes_shards(tmp_path: Path):
     assert mh_md["records_out"].value == mh_md["records_in"].value - mh_md["removed"].value
 
     for key in (
+        "attributes/lang",
         "attributes/domain",
         "attributes/quality",
         "attributes/safety",
@@ -121,6 +147,16 @@ def test_materialise_through_dagster_writes_shards(tmp_path: Path):
         manifest.verify(out.fs, out.folder)
         rows = sum(pq.read_table(p).num_rows for p, _ in out.shard_infos())
         assert rows == manifest.rows == mats[key].metadata["records_out"].value
+    # every selected token is exported exactly once per repeat, at the stage's length
+    for stage, seq_len in (("s1", 4096), ("s2", 4096), ("s3", 32768)):
+        mix_md, tok_md = mats[f"mix/{stage}"].metadata, mats[f"tokens/{stage}"].metadata
+        assert tok_md["tokens"].value == mix_md["tokens"].value
+        assert tok_md["seq_len"].value == seq_len
+    assert mats["tokens/s1"].metadata["tokens"].value > 10_000
+    smoke = mats["model/smoke"].metadata
+    assert smoke["steps"].value == 30
+    assert smoke["final_loss"].value < smoke["first_loss"].value
+
     # the manifest digest is the data version Dagster records
     assert (
         mats["text/web"].tags["dagster/data_version"]
