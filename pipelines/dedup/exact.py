@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import xxhash
 
+from pipelines.dedup.drop import drop_listed
 from pipelines.runner import LocalRunner
 from pipelines.stage import Stage, StageContext, shard_tasks
 from storage.layout import OutputDir
@@ -87,23 +88,9 @@ class DropStage(Stage):
             zip(drops.column("doc_id").to_pylist(), drops.column("dup_of").to_pylist(), strict=True)
         )
         drop_set = pa.array(list(dup_of), pa.string())
-        row = 0
-        for batch in batches:
-            ctx.counters["records_in"] += batch.num_rows
-            mask = pc.is_in(batch.column("doc_id"), value_set=drop_set)
-            if pc.any(mask).as_py():
-                for i in pc.indices_nonzero(mask).to_pylist():
-                    doc_id = batch.column("doc_id")[i].as_py()
-                    ctx.quarantine(
-                        self.reason,
-                        f"same normalised text as {dup_of[doc_id]}",
-                        offset=row + i,
-                        native_id=batch.column("native_id")[i].as_py(),
-                        url=batch.column("url")[i].as_py(),
-                    )
-                batch = batch.filter(pc.invert(mask))
-            row += len(mask)
-            yield batch
+        yield from drop_listed(
+            batches, ctx, drop_set, self.reason, lambda d: f"same normalised text as {dup_of[d]}"
+        )
 
 
 def exact_dedup(

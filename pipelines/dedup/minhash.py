@@ -43,6 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from pipelines.dedup.cluster import cluster_sizes, connected_components, doc_key, split_key
+from pipelines.dedup.drop import drop_listed
 from pipelines.dedup.fingerprint import MinhashConfig, minhash_batch
 from pipelines.runner import LocalRunner
 from pipelines.stage import Stage, StageContext, Task, shard_tasks
@@ -209,23 +210,12 @@ class NearDuplicateFilterStage(Stage):
 
     def process(self, batches, ctx: StageContext) -> Iterator[pa.RecordBatch]:
         removed, keeper = _removed(self.clusters_uri, self.clusters_sha256)
-        row = 0
-        for batch in batches:
-            ctx.counters["records_in"] += batch.num_rows
-            mask = pc.is_in(batch.column("doc_id"), value_set=removed)
-            if pc.any(mask).as_py():
-                for i in pc.indices_nonzero(mask).to_pylist():
-                    kept_id, size = keeper[batch.column("doc_id")[i].as_py()]
-                    ctx.quarantine(
-                        "near_duplicate",
-                        f"near duplicate of {kept_id} (MinHash cluster of {size}, that one kept)",
-                        offset=row + i,
-                        native_id=batch.column("native_id")[i].as_py(),
-                        url=batch.column("url")[i].as_py(),
-                    )
-                batch = batch.filter(pc.invert(mask))
-            row += len(mask)
-            yield batch
+
+        def detail(doc_id: str) -> str:
+            kept_id, size = keeper[doc_id]
+            return f"near duplicate of {kept_id} (MinHash cluster of {size}, that one kept)"
+
+        yield from drop_listed(batches, ctx, removed, "near_duplicate", detail)
 
 
 def minhash_dedup(
