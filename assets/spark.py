@@ -143,3 +143,14 @@ def spark_dedup_nightly(context: dg.ScheduleEvaluationContext, spark: SparkResou
     except ManifestError as exc:
         return dg.SkipReason(f"no complete dedup/web_exact yet: {exc}")
     return dg.RunRequest(run_key=f"web_exact-{digest[:16]}", tags={"input_digest": digest})
+
+
+@dg.asset_check(
+    asset=DEDUP_WEB_MINHASH_SPARK,
+    description="Checksums match, doc_ids unique, no two documents share a normalised text.",
+)
+def web_minhash_spark_valid(spark: SparkResource) -> dg.AssetCheckResult:
+    from assets.checks import document_check
+
+    out = spark.settings().output_store().output("dedup/web_minhash_spark")
+    return document_check(out, unique_texts=True)

@@ -38,7 +38,8 @@ import sys
 from pathlib import Path
 
 # bench/ must not shadow the standard library (there is a bench/tokenize.py)
-sys.path.remove(str(Path(__file__).resolve().parent))
+if str(Path(__file__).resolve().parent) in sys.path:
+    sys.path.remove(str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import argparse

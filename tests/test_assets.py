@@ -16,6 +16,7 @@ from assets.resources import (
     StoreResource,
     WebInputResource,
 )
+from assets.spark import SparkResource
 from storage.layout import CorpusStore
 
 EXPECTED_KEYS = {
@@ -38,6 +39,7 @@ EXPECTED_KEYS = {
     "tokens/s2",
     "tokens/s3",
     "model/smoke",
+    "dedup/web_minhash_spark",
 }
 EXPECTED_DEPS = {
     "raw/warc_files": set(),
@@ -65,6 +67,7 @@ EXPECTED_DEPS = {
     "tokens/s2": {"mix/s2"},
     "tokens/s3": {"mix/s3"},
     "model/smoke": {"tokens/s1", "tokens/s2", "tokens/s3"},
+    "dedup/web_minhash_spark": {"dedup/web_exact"},
 }
 UNCHECKED = {"mix/scan", "mix/s1", "mix/s2", "mix/s3"}  # selections: checked via tokens/*
 
@@ -96,6 +99,7 @@ def test_materialise_through_dagster_writes_shards(tmp_path: Path):
                 "runner": RunnerResource(processes=2),
                 "web_input": WebInputResource(warc_input=str(PROJECT_ROOT / "samples" / "warc")),
                 "crawler": CrawlResource(seeds=""),  # the bundled sample site on 127.0.0.1
+                "spark": SparkResource(master="local[2]", input_url=str(store_root)),
             },
         )
     assert result.success
