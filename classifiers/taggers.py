@@ -24,7 +24,7 @@ Design choices:
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from typing import Any, ClassVar
@@ -41,32 +41,14 @@ from classifiers.fasttext_model import (
     require_model,
     unreadable,
 )
-from pipelines.runner import LocalRunner
 from pipelines.stage import Stage, StageContext, Task
 from storage.fs import Filesystem
-from storage.layout import OutputDir
-from storage.manifest import Manifest
 from storage.schema import attribute_schema
 from storage.shards import iter_batches
 
 NOTE = pa.field("note", pa.string())  # null, "empty" or "binary"
 SCORED = pa.struct([pa.field("label", pa.string()), pa.field("score", pa.float32())])
 SAFETY_LABELS = ("toxic", "adult", "spam")
-
-
-def tag_documents(
-    runner: LocalRunner,
-    stage: Stage,
-    source: OutputDir,
-    out: OutputDir,
-    progress: Callable[[str], None] | None = None,
-) -> Manifest:
-    """Run an attribute stage over every shard of a finished document output.
-
-    One task per document shard, with the same part name, so ``out/part-00003`` labels
-    ``source/part-00003`` row by row. Works for any tagger here and for SignalsTagger.
-    """
-    return runner.run_over(stage, source, out, progress=progress)
 
 
 def _sha256(path: str) -> str:

@@ -7,7 +7,6 @@ import pytest
 from stages_for_tests import doc_row, output_dir, shard_tasks, write_doc_output
 
 from classifiers.signals import SignalsTagger, text_signals
-from classifiers.taggers import tag_documents
 from pipelines.runner import LocalRunner
 from storage import read_shard
 from storage.schema import check_aligned
@@ -62,7 +61,7 @@ def test_signals_stage_writes_aligned_attribute_shards(tmp_path):
     ]
     write_doc_output(docs, [rows[:2], rows[2:]])
     out = output_dir(tmp_path / "signals")
-    manifest = tag_documents(LocalRunner(1), SignalsTagger(), docs, out)
+    manifest = LocalRunner(1).run_over(SignalsTagger(), docs, out)
     assert manifest.kind == "attributes" and manifest.counters["records_in"] == 3
     assert manifest.inputs == [{"path": docs.uri, "digest": docs.manifest().digest()}]
     for task in shard_tasks(docs):

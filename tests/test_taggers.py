@@ -14,7 +14,7 @@ from stages_for_tests import doc_row, output_dir, shard_tasks, write_doc_output
 
 from classifiers.build_defaults import labelled, pool
 from classifiers.histograms import domain_histogram, quality_histogram, safety_counts
-from classifiers.taggers import DomainTagger, QualityTagger, SafetyTagger, tag_documents
+from classifiers.taggers import DomainTagger, QualityTagger, SafetyTagger
 from classifiers.train import TrainParams, split
 from pipelines.runner import LocalRunner
 from storage import read_shard
@@ -42,7 +42,7 @@ def tagged(tmp_path_factory):
     outputs = {}
     for stage, processes in [(DomainTagger(), 2), (QualityTagger(), 1), (SafetyTagger(), 1)]:
         out = output_dir(root / stage.name)
-        manifest = tag_documents(LocalRunner(processes), stage, docs, out)
+        manifest = LocalRunner(processes).run_over(stage, docs, out)
         outputs[stage.name] = (out, manifest)
     truth = {r["doc_id"]: label for r, (_, label) in zip(rows, known, strict=True)}
     edge_ids = {r["doc_id"]: name for r, name in zip(edge_rows, EDGE, strict=True)}
