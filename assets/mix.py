@@ -4,10 +4,11 @@
                                                   --> mix/s2 --> tokens/s2   (4,096)
                                                   --> mix/s3 --> tokens/s3   (32,768)
 
-``mix/scan`` joins every document with its labels and exact Qwen3 token length once;
+``mix/scan`` tokenises every document once (Qwen3) and joins it with its labels;
 ``mix/sN`` applies stage N of recipes/mix.yaml (weights, thresholds, upsampling by
 cluster size, S3's 75/25 length buckets) as repeats per document; ``tokens/sN``
-tokenises, packs and writes Megatron .bin/.idx shards with document boundaries.
+packs the scan's token ids of the selected documents and writes Megatron .bin/.idx
+shards with document boundaries.
 """
 
 import dagster as dg
@@ -96,11 +97,12 @@ def _tokens_asset(stage: str):
         recipe = load_recipe()
         sel = corpus.output(f"mix/{stage}")
         sm = sel.manifest()
+        tok = qwen3()
         manifest = export_stage(
-            stage_documents(sel, corpus),
+            stage_documents(sel, corpus, tok.sha256),
             corpus.output(f"tokens/{stage}"),
             recipe.stage(stage).seq_len,
-            qwen3(),
+            tok,
             stage=f"tokens/{stage}",
             seed=recipe.seed,
             recipe_hash=sm.config["recipe_hash"],

@@ -44,7 +44,9 @@ def run_task(
     t0 = time.perf_counter()
     ctx = StageContext(stage.name, task.input)
     batches = stage.process(stage.open_input(in_fs, task), ctx)
-    shard = write_shard(out.fs, out.shard_path(task.part), batches, stage.output_schema)
+    shard = write_shard(
+        out.fs, out.shard_path(task.part), batches, stage.output_schema, stage.bulk_columns
+    )
     quarantine = None
     if ctx.quarantined:
         q = write_shard(

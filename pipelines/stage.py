@@ -95,6 +95,7 @@ class Stage:
     name: ClassVar[str]
     version: ClassVar[str]
     output_schema: ClassVar[pa.Schema]
+    bulk_columns: ClassVar[tuple[str, ...]] = ()  # see storage.shards.write_shard
 
     def config(self) -> dict[str, Any]:
         from dataclasses import asdict, is_dataclass

@@ -86,8 +86,11 @@ class Filesystem:
         self.fs.makedirs(path, exist_ok=True)
 
     @contextlib.contextmanager
-    def atomic_writer(self, path: str) -> Iterator[IO[bytes]]:
-        """Open ``path`` for writing so that it appears whole or not at all."""
+    def atomic_writer(self, path: str, durable: bool = True) -> Iterator[IO[bytes]]:
+        """Open ``path`` for writing so that it appears whole or not at all.
+
+        ``durable=False`` (scratch files a reader verifies anyway) skips the fsync: the
+        rename is still atomic for a killed process, but not across a power loss."""
         parent = posixpath.dirname(path)
         self.makedirs(parent)
         if not self.is_local:
@@ -99,14 +102,15 @@ class Filesystem:
             with open(tmp, "wb") as f:
                 yield f
                 f.flush()
-                os.fsync(f.fileno())
+                if durable:
+                    os.fsync(f.fileno())
             os.replace(tmp, path)
         finally:
             if os.path.exists(tmp):
                 os.unlink(tmp)
 
-    def write_bytes(self, path: str, data: bytes) -> None:
-        with self.atomic_writer(path) as f:
+    def write_bytes(self, path: str, data: bytes, durable: bool = True) -> None:
+        with self.atomic_writer(path, durable) as f:
             f.write(data)
 
     def remove(self, path: str) -> None:

@@ -26,12 +26,13 @@ from classifiers.taggers import DomainTagger, QualityTagger, SafetyTagger
 from pipelines.dedup.minhash import ATTRIBUTE_SCHEMA as CLUSTER_SCHEMA
 from pipelines.mix.feed import mix_metadata, stage_documents
 from pipelines.mix.recipe import RECIPE_PATH, RecipeError, load_recipe, parse_recipe
-from pipelines.mix.select import mix_stage, uniform
+from pipelines.mix.scan import LABEL_COLUMNS, SCAN_SCHEMA, scan_corpus
+from pipelines.mix.select import judge, judge_batch, label_row, mix_stage, uniform
 from pipelines.runner import LocalRunner, StageFailed
 from pipelines.tokens.export import export_stage
 from pipelines.tokens.tokenizer import Tokenizer, qwen3
 from storage.layout import CorpusStore
-from storage.manifest import Manifest
+from storage.manifest import Manifest, ManifestError
 from storage.schema import DOC_SCHEMA
 from storage.shards import read_shard, write_shard
 
@@ -412,7 +413,7 @@ def test_s3_hits_75_25_within_one_point_through_the_export(tmp_path: Path, parag
     assert abs(long_tokens / meta["tokens"] - 0.75) <= 0.01
 
     exported = export_stage(
-        stage_documents(corpus.output("mix/s1"), corpus),
+        stage_documents(corpus.output("mix/s1"), corpus, tok.sha256),
         corpus.output("tokens/s1"),
         32768,
         tok,
@@ -457,15 +458,18 @@ def test_every_token_of_every_kept_doc_appears_repeats_times(tmp_path: Path, par
     manifest = mix_stage(corpus, recipe, "s1", RUNNER)
     rows = selection(corpus)
     assert manifest.config["recipe_hash"] == recipe.stage_hash("s1")
-    fed = list(stage_documents(corpus.output("mix/s1"), corpus))
+    batches = list(stage_documents(corpus.output("mix/s1"), corpus, tok.sha256))
+    fed = [row for tb in batches for row in tb.rows()]
     assert [d[0] for d in fed] == sorted(d[0] for d in fed)  # parts, then rows: ids ascend
     assert {d[0]: d[2] for d in fed} == {k: r["repeats"] for k, r in rows.items() if r["repeats"]}
     assert all(rows[f"d{i:05d}"]["repeats"] == 0 for i in range(0, 40, 7))
     assert any(d[2] == 2 for d in fed) and any(d[2] == 3 for d in fed)
 
     out = corpus.output("tokens/s1")
-    exported = export_stage(iter(fed), out, 4096, tok, stage="tokens/s1", parts=2, processes=1)
-    texts = {d[0]: d[1] for d in fed}
+    exported = export_stage(batches, out, 4096, tok, stage="tokens/s1", parts=2, processes=1)
+    texts = {d["doc_id"]: d["text"] for d in docs}
+    for doc_id, ids, _, _ in fed:  # the scan's cached ids are the document's tokens
+        assert ids.tolist() == tok.encode_doc(texts[doc_id]).tolist()
     pieces = defaultdict(list)
     for p in range(2):
         prefix = Path(out.folder) / f"part-{p:05d}"
@@ -491,3 +495,65 @@ def test_every_token_of_every_kept_doc_appears_repeats_times(tmp_path: Path, par
         abs(sum(r["achieved_share"] for r in meta["mixture"] if r["group"] == "domain") - 1) < 1e-5
     )
     assert yaml.safe_dump(meta) and json.dumps(meta)  # plain data for Dagster metadata
+
+
+def test_export_refuses_ids_from_another_tokenizer_or_a_newer_scan(tmp_path: Path, paragraphs, tok):
+    rng = random.Random(5)
+    corpus = make_store(tmp_path, [[doc(i, text_of(paragraphs, 300, rng)) for i in range(6)]])
+    recipe = parse_recipe(recipe_doc())
+    mix_stage(corpus, recipe, "s1", RUNNER)
+    sel = corpus.output("mix/s1")
+    assert sum(len(tb) for tb in stage_documents(sel, corpus, tok.sha256)) == 6
+    with pytest.raises(ManifestError, match="tokenised with tokenizer sha256"):
+        next(stage_documents(sel, corpus, "0" * 64))
+    # the documents change and the scan is redone, but mix/s1 is the old selection
+    corpus2 = make_store(tmp_path, [[doc(i, text_of(paragraphs, 200, rng)) for i in range(5)]])
+    scan_corpus(corpus2, recipe, RUNNER)
+    with pytest.raises(ManifestError, match="re-run the mix"):
+        next(stage_documents(sel, corpus2, tok.sha256))
+
+
+def test_batch_judging_equals_the_per_row_rules():
+    """judge_batch (what SelectStage runs) == label_row + judge, row for row."""
+    rng = random.Random(9)
+    stage = parse_recipe(
+        recipe_doc(
+            filters={"drop_flags": ["toxic", "adult"], "min_edu_score": 1.0, "min_lang_score": 0.3},
+            weights={"domain": {"math": 2.5, "fiction": 0}, "lang": {"default": 0.7}},
+            cluster_size=[[1, 1.0], [2, 1.5], [50, 0.25]],
+            length_buckets=[
+                {"name": "a", "min": 10, "max": 999, "share": 0.5},
+                {"name": "b", "min": 1000, "max": 5000, "share": 0.5},
+            ],
+            seq_len=32768,
+        )
+    ).stage("s1")
+    rows = []
+    for i in range(500):
+        pick = rng.choice
+        rows.append(
+            {
+                "doc_id": f"d{i}",
+                "source": pick(["web", "pdf"]),
+                "family": pick(["none", "math"]),
+                "part": "p",
+                "row": i,
+                "n_tokens": rng.randint(1, 6000),
+                "lang": pick(["eng_Latn", "deu_Latn", None]),
+                "lang_score": pick([None, 0.1, 0.3, 0.9]),
+                "domain": pick(["math", "fiction", "news", None]),
+                "edu_score": pick([None, 0.2, 1.0, 2.6, 4.9]),
+                "dclm_prob": None,
+                "flags": pick([None, [], ["spam"], ["toxic"], ["adult", "toxic"]]),
+                "cluster_size": pick([None, 1, 3, 70]),
+            }
+        )
+    batch = pa.RecordBatch.from_pylist(
+        rows, schema=pa.schema([SCAN_SCHEMA.field(n) for n in LABEL_COLUMNS])
+    )
+    labels, w, reasons = judge_batch(stage, batch)
+    for i, row in enumerate(rows):
+        want = label_row(row)
+        assert {g: labels[g][i] for g in want} == want
+        assert (w[i], reasons[i]) == judge(stage, row, want), row
+    assert {"safety:adult", "edu_score", "lang_score", "length", "weight_zero", ""} <= set(reasons)

@@ -17,6 +17,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 from stages_for_tests import output_dir, subprocess_env
@@ -24,6 +25,7 @@ from test_indexed import read_megatron
 
 from pipelines.tokens.export import export_stage
 from pipelines.tokens.pack import pack, rank_slices
+from pipelines.tokens.token_batch import TokenBatch
 from pipelines.tokens.tokenizer import Tokenizer, qwen3
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -177,14 +179,18 @@ export_stage(docs(), output_dir(folder), SEQ, qwen3(), processes=1, progress=pro
 """
 
 
-@pytest.mark.parametrize("mode", ["tokenise", "pack"])
+@pytest.mark.parametrize("mode", ["tokenise", "pack", "torn-spill"])
 def test_killed_export_resumes_to_the_same_bytes(mode, clean: Path, tmp_path: Path, tok):
+    kill_at = "tokenise" if mode == "torn-spill" else mode
     proc = subprocess.run(
-        [sys.executable, "-c", KILLER, mode, str(tmp_path)], env=subprocess_env(), cwd=ROOT
+        [sys.executable, "-c", KILLER, kill_at, str(tmp_path)], env=subprocess_env(), cwd=ROOT
     )
     assert proc.returncode == -9
     assert not (tmp_path / "_manifest.json").exists()
-    if mode == "tokenise":
+    if mode == "torn-spill":  # a finished batch's scratch spill lost its tail (no fsync)
+        spill = sorted((tmp_path / "_work").glob("*/b000000.tokens.npy"))[0]
+        spill.write_bytes(spill.read_bytes()[:-100])
+    if mode != "pack":
         assert list((tmp_path / "_work").glob("*/b*.done.json"))
     else:
         assert sorted(p.name for p in (tmp_path / "_done").iterdir()) == [
@@ -198,6 +204,8 @@ def test_killed_export_resumes_to_the_same_bytes(mode, clean: Path, tmp_path: Pa
     packed = [m for m in said if "packed" in m]
     if mode == "pack":
         assert len(packed) == 3 and "(0 done before)" not in said[0]
+    elif mode == "torn-spill":  # the torn batch is tokenised again, the others reused
+        assert len(packed) == 5 and "(0 done before)" not in said[0], said[0]
     else:
         assert len(packed) == 5 and "(0 done before)" not in said[0]
     assert files(tmp_path) == files(clean)
@@ -214,3 +222,30 @@ def test_bad_input_row_is_a_clear_error(tmp_path: Path, tok: Tokenizer):
     assert not (tmp_path / "_manifest.json").exists()
     with pytest.raises(ValueError, match="rank 3 is not in 0..2"):
         rank_slices([("part-00000", 9)], 3, 3)
+
+
+def test_pretokenised_input_gives_the_same_bytes(clean: Path, tmp_path: Path, tok: Tokenizer):
+    """What mix/scan feeds (TokenBatch columns, not text) exports to the text path's bytes."""
+    rows = stage_docs()
+    encoded = [tok.encode_doc(t) for _, t, _, _ in rows]
+    offsets = np.concatenate([[0], np.cumsum([len(x) for x in encoded])])
+    batches = []
+    for lo in range(0, len(rows), 100):  # other batch boundaries than the text path's
+        hi = min(len(rows), lo + 100)
+        batches.append(
+            TokenBatch(
+                doc_ids=[r[0] for r in rows[lo:hi]],
+                offsets=offsets[lo : hi + 1],  # absolute positions in values
+                values=np.concatenate(encoded),
+                repeats=np.array([r[2] for r in rows[lo:hi]]),
+                labels={"source": pa.array([r[3]["source"] for r in rows[lo:hi]])},
+            )
+        )
+    assert [r for tb in batches for r in tb.rows()][5][1].tolist() == encoded[5].tolist()
+    export_stage(batches, output_dir(tmp_path), SEQ, tok, processes=2, **EXPORT)
+    assert files(tmp_path) == files(clean)
+    done = json.loads((tmp_path / "_manifest.json").read_text())
+    assert done["counters"] == json.loads((clean / "_manifest.json").read_text())["counters"]
+    no_eot = TokenBatch(["d0"], np.array([0, 2]), tok.encode_doc("some text")[:-1], np.array([1]))
+    with pytest.raises(ValueError, match=r"'d0': pre-tokenised ids must end with <\|endoftext\|>"):
+        export_stage([no_eot], output_dir(tmp_path / "x"), SEQ, tok, processes=1, parts=1)

@@ -1,28 +1,37 @@
 """From a finished selection (``mix/sN``) to the exporter's input, and to asset metadata.
 
-``stage_documents`` streams ``(doc_id, text, repeats, labels)`` for every selected
-document, in a deterministic order (selection parts in name order, rows in shard
-order), reading each document shard once and in batches; ``export_stage`` takes it as
-is. ``mix_metadata`` turns the selection manifest into what the Dagster assets show:
-tokens per language/domain/source, the target-vs-achieved table and the length
-histogram.
+``stage_documents`` streams every selected document's token ids (as ``mix/scan`` stored
+them, ending with <|endoftext|>), repeats and labels as ``TokenBatch`` columns, in a
+deterministic order (selection parts in name order, rows in shard order);
+``export_stage`` takes it as is. ``mix_metadata`` turns
+the selection manifest into what the Dagster assets show: tokens per
+language/domain/source, the target-vs-achieved table and the length histogram.
 
 Design choices:
-- The text is read from the document output the selection points at (source, part,
-  row), never copied; each row's doc_id is checked against the shard, so a document
-  output rewritten after the mix fails loudly instead of exporting the wrong text.
+- The ids come from the scan part the selection part was made from (same part name,
+  same rows): the text is tokenised once, in the scan, for every stage. Each row's
+  doc_id is checked against the scan row, and the selection's recorded input digest
+  against the scan's current manifest, so a scan rewritten after the mix fails loudly
+  instead of exporting the wrong tokens.
+- The caller passes the tokenizer's sha256; a scan made with another tokenizer is an
+  error (its ids would be meaningless in this stage's vocabulary).
 - Labels passed to the exporter are the mixer's (source, family, lang, domain, edu
   and, for long-context stages, length), so the token manifest breaks down the same way.
 """
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
+from pipelines.mix.scan import SCAN_KEY, ids_columns
 from pipelines.mix.select import GROUPS, HIST_EDGES, counter_table
+from pipelines.tokens.token_batch import TokenBatch
 from storage.layout import CorpusStore, OutputDir
 from storage.manifest import ManifestError
 from storage.shards import iter_batches, read_shard
@@ -31,42 +40,56 @@ LABELS = GROUPS
 
 
 def stage_documents(
-    selection: OutputDir, corpus: CorpusStore
-) -> Iterator[tuple[str, str, int, dict[str, str]]]:
-    """Selected documents of a finished ``mix/sN``, with repeats and labels, in a fixed order."""
+    selection: OutputDir, corpus: CorpusStore, tokenizer_sha256: str
+) -> Iterator[TokenBatch]:
+    """Selected documents of a finished ``mix/sN`` as token batches, in a fixed order."""
     manifest = selection.manifest()
-    sources: dict[str, str] = manifest.config["sources"]
-    cols = ["doc_id", "source", "part", "row", "repeats", *LABELS]
+    scan = corpus.output(SCAN_KEY)
+    scan_manifest = scan.manifest()
+    made_from = {i["path"]: i["digest"] for i in manifest.inputs}
+    if made_from.get(scan.uri) != scan_manifest.digest():
+        raise ManifestError(
+            f"{selection.uri} was selected from another {scan.uri} than the one there now; "
+            "re-run the mix"
+        )
+    scanned_with = scan_manifest.config.get("tokenizer_sha256")
+    if scanned_with != tokenizer_sha256:
+        raise ManifestError(
+            f"{scan.uri} was tokenised with tokenizer sha256 {scanned_with}, this export uses "
+            f"{tokenizer_sha256}; re-run the mix with the export's tokenizer"
+        )
     for path, _ in selection.shard_infos():
-        sel = read_shard(selection.fs, path, columns=cols)
+        sel = read_shard(selection.fs, path, columns=["doc_id", "row", "repeats", *LABELS])
         sel = sel.filter(pc.greater(sel.column("repeats"), 0))
         if sel.num_rows == 0:
             continue
-        rows = sel.to_pylist()
-        source, part = rows[0]["source"], rows[0]["part"]
-        docs = corpus.output(sources[source])
-        want = iter(rows)
-        nxt = next(want, None)
+        rows = sel.column("row").to_numpy()
+        scan_path = posixpath.join(scan.folder, posixpath.basename(path))
         offset = 0
-        for batch in iter_batches(docs.fs, docs.shard_path(part), columns=["doc_id", "text"]):
-            ids = batch.column("doc_id")
-            texts = batch.column("text")
-            while nxt is not None and nxt["row"] < offset + batch.num_rows:
-                i = nxt["row"] - offset
-                if ids[i].as_py() != nxt["doc_id"]:
+        for batch in iter_batches(scan.fs, scan_path, columns=["doc_id", "ids"]):
+            lo, hi = np.searchsorted(rows, [offset, offset + batch.num_rows])
+            if hi > lo:
+                want = sel.slice(lo, hi - lo)
+                at = pa.array(rows[lo:hi] - offset)
+                doc_ids = batch.column("doc_id").take(at)
+                if not doc_ids.equals(want.column("doc_id").combine_chunks()):
                     raise ManifestError(
-                        f"{docs.uri}/{part}: row {nxt['row']} holds {ids[i].as_py()}, the "
-                        f"selection {path} expects {nxt['doc_id']}; the documents changed "
-                        "after the mix: re-run the mix"
+                        f"{scan_path}: rows {offset}..{offset + batch.num_rows} do not hold the "
+                        f"documents the selection {path} expects; re-run the mix"
                     )
-                labels = {k: nxt[k] for k in LABELS if nxt[k] is not None}
-                yield nxt["doc_id"], texts[i].as_py(), nxt["repeats"], labels
-                nxt = next(want, None)
+                offsets, values = ids_columns(batch.column("ids").take(at))
+                yield TokenBatch(
+                    doc_ids=doc_ids.to_pylist(),
+                    offsets=offsets,
+                    values=values,
+                    repeats=want.column("repeats").to_numpy().astype(np.int64),
+                    labels={k: want.column(k).combine_chunks() for k in LABELS},
+                )
             offset += batch.num_rows
-        if nxt is not None:
+        if len(rows) and rows[-1] >= offset:
             raise ManifestError(
-                f"{docs.uri}/{part}: has {offset} rows, the selection {path} expects row "
-                f"{nxt['row']} ({nxt['doc_id']}); re-run the mix"
+                f"{scan_path}: has {offset} rows, the selection {path} expects row "
+                f"{rows[-1]}; re-run the mix"
             )
 
 

@@ -41,9 +41,10 @@ from pipelines.mix.recipe import (
     RecipeError,
     StageRecipe,
 )
-from pipelines.mix.scan import SCAN_SCHEMA, scan_corpus
+from pipelines.mix.scan import LABEL_COLUMNS, SCAN_SCHEMA, scan_corpus
 from pipelines.runner import LocalRunner
-from pipelines.stage import Stage, StageContext
+from pipelines.stage import Stage, StageContext, Task
+from storage.fs import Filesystem
 from storage.layout import CorpusStore, OutputDir
 from storage.manifest import Manifest
 from storage.shards import iter_batches
@@ -52,7 +53,7 @@ GROUPS = ("source", "family", "lang", "domain", "edu", "length")
 HIST_EDGES = (0, 512, 1024, 2048, 4096, 8192, 12288, 16384, 20480, 24576, 28672, 32769)
 SELECTION_SCHEMA = pa.schema(
     [
-        *SCAN_SCHEMA,
+        *(SCAN_SCHEMA.field(name) for name in LABEL_COLUMNS),
         pa.field("edu", pa.string(), nullable=False),  # edu bucket "0".."5" or unknown
         pa.field("length", pa.string()),  # length bucket name (long-context stages)
         pa.field("weight", pa.float64(), nullable=False),  # expected repeats
@@ -133,6 +134,10 @@ class SelectStage(Stage):
     output_schema: ClassVar[pa.Schema] = SELECTION_SCHEMA
     output_kind: ClassVar[str] = "selection"
 
+    def open_input(self, fs: Filesystem, task: Task) -> Iterator[pa.RecordBatch]:
+        """The scan part's label columns (never its token ids)."""
+        yield from iter_batches(fs, task.input, columns=LABEL_COLUMNS)
+
     def process(
         self, batches: Iterator[pa.RecordBatch], ctx: StageContext
     ) -> Iterator[pa.RecordBatch]:
@@ -140,44 +145,162 @@ class SelectStage(Stage):
         sums: dict[str, float] = defaultdict(float)
         c = ctx.counters
         for batch in batches:
-            out: dict[str, list] = {f.name: [] for f in SELECTION_SCHEMA}
-            for row in batch.to_pylist():
-                labels = label_row(row)
-                w, reason = judge(stage, row, labels)
-                bucket = length_bucket(stage, row["n_tokens"]) if stage.length_buckets else None
-                if bucket is not None:
-                    labels["length"] = bucket
-                    w *= self.bucket_scales.get(bucket, 0.0)
-                n = row["n_tokens"]
-                rep = int(repeats_of(w, uniform(self.seed, self.stage_name, row["doc_id"])))
-                if not reason and rep == 0:
-                    reason = "sampled_out"
-                c["records_in"] += 1
-                c["documents"] += 1
-                if reason in ("", "sampled_out", "weight_zero"):  # passed the thresholds
-                    for g, label in labels.items():
-                        c[f"pool.{g}={label}"] += n
-                        sums[f"target.{g}={label}"] += n * w
-                    c["pool.tokens"] += n
-                    sums["target.tokens"] += n * w
-                if rep:
-                    c["documents_kept"] += 1
-                    c["copies"] += rep
-                    c["tokens"] += n * rep
-                    for g, label in labels.items():
-                        c[f"tokens.{g}={label}"] += n * rep
-                    lo = HIST_EDGES[int(np.searchsorted(HIST_EDGES, n, side="right")) - 1]
-                    c[f"hist.documents.{lo}"] += rep
-                    c[f"hist.tokens.{lo}"] += n * rep
-                else:
-                    c[f"dropped.{reason.split(':')[0]}"] += 1
-                row.update(edu=labels["edu"], length=bucket, weight=w, repeats=rep)
-                row["reason"] = reason or None
-                for k in out:
-                    out[k].append(row[k])
-            yield pa.RecordBatch.from_pydict(out, schema=SELECTION_SCHEMA)
+            n = batch.num_rows
+            labels, w, reasons = judge_batch(stage, batch)
+            n_tok = batch.column("n_tokens").to_numpy()
+            buckets: list[str | None] = [None] * n
+            if stage.length_buckets:
+                buckets = [length_bucket(stage, int(k)) for k in n_tok]
+                scale = self.bucket_scales
+                w = w * np.array([scale.get(b, 0.0) if b else 1.0 for b in buckets])
+                labels["length"] = buckets  # None: outside every bucket (reason "length")
+            doc_ids = batch.column("doc_id").to_pylist()
+            u = np.fromiter((uniform(self.seed, self.stage_name, d) for d in doc_ids), float, n)
+            rep = repeats_of(w, u)
+            passed = [r in ("", "weight_zero") for r in reasons]  # passed the thresholds
+            for i in np.flatnonzero(rep == 0):
+                if not reasons[i]:
+                    reasons[i] = "sampled_out"
+            c["records_in"] += n
+            c["documents"] += n
+            count_batch(c, sums, labels, n_tok, w, rep, np.array(passed, dtype=bool), reasons)
+            cols = {name: batch.column(name) for name in LABEL_COLUMNS}
+            cols["edu"] = pa.array(labels["edu"], pa.string())
+            cols["length"] = pa.array(buckets, pa.string())
+            cols["weight"] = pa.array(w, pa.float64())
+            cols["repeats"] = pa.array(rep, pa.int32())
+            cols["reason"] = pa.array([r or None for r in reasons], pa.string())
+            yield pa.RecordBatch.from_pydict(
+                {f.name: cols[f.name] for f in SELECTION_SCHEMA}, schema=SELECTION_SCHEMA
+            )
         for key, value in sums.items():
             c[key] += int(round(value))
+
+
+def count_batch(
+    c: Counter,
+    sums: dict[str, float],
+    labels: dict[str, list[str | None]],
+    n_tok: np.ndarray,
+    w: np.ndarray,
+    rep: np.ndarray,
+    passed: np.ndarray,
+    reasons: list[str],
+) -> None:
+    """Add a judged batch to the counters (``pool.*``, ``target.*`` into ``sums``,
+    ``tokens.*``, ``hist.*``, ``dropped.*``), grouped by label in Arrow, not per row."""
+    pool = np.where(passed, n_tok, 0)
+    target = np.where(passed, n_tok * w, 0.0)
+    kept = n_tok * rep
+    columns = {"pool": pool, "target": target, "kept": kept, "passed": passed, "copies": rep}
+    table = pa.table(
+        {**{f"label:{g}": pa.array(v, pa.string()) for g, v in labels.items()}, **columns}
+    )
+    for group in labels:
+        agg = table.group_by(f"label:{group}").aggregate(
+            [
+                ("pool", "sum"),
+                ("target", "sum"),
+                ("kept", "sum"),
+                ("passed", "sum"),
+                ("copies", "sum"),
+            ]
+        )
+        rows = zip(
+            *(
+                agg.column(k).to_pylist()
+                for k in (
+                    f"label:{group}",
+                    "pool_sum",
+                    "target_sum",
+                    "kept_sum",
+                    "passed_sum",
+                    "copies_sum",
+                )
+            ),
+            strict=True,
+        )
+        for label, pool_sum, target_sum, kept_sum, n_passed, copies in rows:
+            if label is None:
+                continue
+            if n_passed:
+                c[f"pool.{group}={label}"] += pool_sum
+                sums[f"target.{group}={label}"] += target_sum
+            if copies:
+                c[f"tokens.{group}={label}"] += kept_sum
+    if passed.any():
+        c["pool.tokens"] += int(pool.sum())
+        sums["target.tokens"] += float(target.sum())
+    kept_docs = rep > 0
+    if kept_docs.any():
+        c["documents_kept"] += int(kept_docs.sum())
+        c["copies"] += int(rep.sum())
+        c["tokens"] += int(kept.sum())
+        edges = np.asarray(HIST_EDGES)
+        at = np.searchsorted(edges, n_tok, side="right") - 1
+        for i in np.unique(at[kept_docs]).tolist():
+            here = kept_docs & (at == i)
+            c[f"hist.documents.{edges[i]}"] += int(rep[here].sum())
+            c[f"hist.tokens.{edges[i]}"] += int(kept[here].sum())
+    for reason, k in Counter(
+        r.split(":")[0] for r, keep in zip(reasons, kept_docs.tolist(), strict=True) if not keep
+    ).items():
+        c[f"dropped.{reason}"] += k
+
+
+def judge_batch(
+    stage: StageRecipe, batch: pa.RecordBatch
+) -> tuple[dict[str, list[str]], np.ndarray, list[str]]:
+    """``label_row`` and ``judge`` over a batch of scan rows, column by column.
+
+    Returns the labels per group (no length bucket), the weights before length scaling
+    and the drop reasons ("" when none); equal, row for row, to the per-row functions.
+    """
+    n = batch.num_rows
+
+    def col(name: str) -> list:
+        return batch.column(name).to_pylist()
+
+    edu_scores = col("edu_score")
+    labels = {
+        "source": col("source"),
+        "family": col("family"),
+        "lang": [x if x is not None else UNKNOWN for x in col("lang")],
+        "domain": [x if x is not None else UNKNOWN for x in col("domain")],
+        "edu": [edu_bucket(x) for x in edu_scores],
+    }
+    sizes = [x or 1 for x in col("cluster_size")]
+    table = {size: stage.cluster_weight(size) for size in set(sizes)}
+    w = np.fromiter((table[x] for x in sizes), np.float64, n)
+    for group, labs in labels.items():  # the order of judge's products: same rounding
+        table = {lab: stage.weight(group, lab) for lab in set(labs)}
+        w *= np.fromiter((table[lab] for lab in labs), np.float64, n)
+
+    f = stage.filters
+    reasons = np.full(n, "", dtype=object)  # lowest priority first, later rules overwrite
+    n_tok = batch.column("n_tokens").to_numpy()
+    if stage.length_buckets:
+        outside = [length_bucket(stage, int(k)) is None for k in n_tok]
+        reasons[np.array(outside, dtype=bool)] = "length"
+    reasons[n_tok < f.min_tokens] = "min_tokens"
+    if f.min_lang_score > 0:
+        scores = np.array([x or 0.0 for x in col("lang_score")])
+        reasons[scores < f.min_lang_score] = "lang_score"
+    if f.min_edu_score > 0:
+        scores = np.array([x or 0.0 for x in edu_scores])
+        reasons[scores < f.min_edu_score] = "edu_score"
+    if f.drop_flags:
+        drop = set(f.drop_flags)
+        for i, flags in enumerate(col("flags")):
+            hit = drop.intersection(flags or ())
+            if hit:
+                reasons[i] = "safety:" + min(hit)
+    reasons = reasons.tolist()
+    for i in np.flatnonzero(w == 0):
+        if not reasons[i]:
+            reasons[i] = "weight_zero"
+    w[[bool(r) and r != "weight_zero" for r in reasons]] = 0.0
+    return labels, w, reasons
 
 
 def stage_from_config(d: dict[str, Any]) -> StageRecipe:
@@ -197,17 +320,16 @@ def solve_length_shares(
     scan: OutputDir, stage: StageRecipe, seed: int
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Per length bucket, the scale that makes realised token shares match the targets."""
-    cols = ["doc_id", "source", "family", "n_tokens", "lang", "lang_score", "domain"]
-    cols += ["edu_score", "flags", "cluster_size"]
     per: dict[str, list[tuple[int, float, float]]] = {b.name: [] for b in stage.length_buckets}
     for path, _ in scan.shard_infos():
-        for batch in iter_batches(scan.fs, path, columns=cols):
-            for row in batch.to_pylist():
-                w, reason = judge(stage, row, label_row(row))
+        for batch in iter_batches(scan.fs, path, columns=LABEL_COLUMNS):
+            _, weights, reasons = judge_batch(stage, batch)
+            n_tok = batch.column("n_tokens").to_pylist()
+            doc_ids = batch.column("doc_id").to_pylist()
+            for n, w, reason, doc_id in zip(n_tok, weights.tolist(), reasons, doc_ids, strict=True):
                 if reason or w == 0:
                     continue
-                bucket = length_bucket(stage, row["n_tokens"])
-                per[bucket].append((row["n_tokens"], w, uniform(seed, stage.name, row["doc_id"])))
+                per[length_bucket(stage, n)].append((n, w, uniform(seed, stage.name, doc_id)))
     arrays = {k: np.array(v, dtype=np.float64).reshape(-1, 3) for k, v in per.items()}
     mass = {k: float((a[:, 0] * a[:, 1]).sum()) for k, a in arrays.items()}
     empty = [b.name for b in stage.length_buckets if mass[b.name] == 0]

@@ -3,7 +3,11 @@
 Input is what a mixer emits for one stage: ``(doc_id, text, repeats[, labels])`` in a
 deterministic order, where ``repeats`` is how many times the recipe wants the document
 (0 drops it) and ``labels`` an optional {name: value} map (source, language ...) that
-token counts are broken down by. Output, in ``out.folder``:
+token counts are broken down by. Documents already tokenised come as ``TokenBatch``
+items in the same stream (token_batch.py; ``pipelines.mix.feed.stage_documents`` streams
+``mix/scan``'s ids that way): pass 1 then spills them with array operations, no
+tokeniser involved, and the output bytes are the same as for the text. Output, in
+``out.folder``:
 
     part-00000.bin/.idx          sequences of exactly seq_len int32 ids (Megatron format)
     part-00000.seg.bin/.seg.idx  segment lengths per sequence (see pack.py)
@@ -47,6 +51,7 @@ import xxhash
 
 from pipelines.tokens.indexed import IndexedWriter
 from pipelines.tokens.pack import pack
+from pipelines.tokens.token_batch import Plan, TokenBatch, copy_key, plan
 from pipelines.tokens.tokenizer import Tokenizer
 from storage.fs import Filesystem
 from storage.layout import OutputDir
@@ -89,15 +94,23 @@ def _init_worker(tokenizer: Tokenizer) -> None:
     _TOKENIZER = tokenizer
 
 
-def _batches(docs: Iterable, batch_chars: int) -> Iterator[list[tuple[str, str, int, dict]]]:
+def _batches(docs: Iterable, batch_chars: int) -> Iterator[list[tuple] | TokenBatch]:
+    """Rows grouped into batches of ~``batch_chars`` characters; a TokenBatch passes as is."""
     batch, size = [], 0
     for i, row in enumerate(docs):
+        if isinstance(row, TokenBatch):
+            if batch:
+                yield batch
+                batch, size = [], 0
+            yield row
+            continue
         doc_id, text, repeats, *rest = row
         labels = dict(rest[0]) if rest and rest[0] else {}
         if not isinstance(text, str) or not isinstance(repeats, int) or repeats < 0:
             raise ValueError(
                 f"input row {i} (doc_id {doc_id!r}): expected (doc_id, text: str, repeats: "
-                f"int >= 0[, labels]), got text {type(text).__name__}, repeats {repeats!r}"
+                f"int >= 0[, labels]) or a TokenBatch, got text {type(text).__name__}, "
+                f"repeats {repeats!r}"
             )
         batch.append((str(doc_id), text, repeats, labels))
         size += len(text)
@@ -108,7 +121,9 @@ def _batches(docs: Iterable, batch_chars: int) -> Iterator[list[tuple[str, str, 
         yield batch
 
 
-def _batch_digest(batch: list[tuple[str, str, int, dict]]) -> str:
+def _batch_digest(batch: list[tuple[str, str, int, dict]] | TokenBatch) -> str:
+    if isinstance(batch, TokenBatch):
+        return batch.digest()
     h = xxhash.xxh3_128()
     for doc_id, text, repeats, labels in batch:
         h.update(f"{doc_id}\0{repeats}\0{sorted(labels.items())}\0".encode())
@@ -116,11 +131,8 @@ def _batch_digest(batch: list[tuple[str, str, int, dict]]) -> str:
     return h.hexdigest()
 
 
-def _copy_key(seed: int, doc_id: str, copy: int) -> int:
-    return xxhash.xxh3_64_intdigest(f"{doc_id}\0{copy}".encode(), seed=seed)
-
-
 def _tokenize_batch(fs: Filesystem, work: str, b: int, batch, cfg: ExportConfig, digest: str):
+    """Pass 1 for a batch of text rows (in a worker): tokenise, then spill."""
     tok = _TOKENIZER
     counters: Counter = Counter()
     ids_list, doc_ids, copies = [], [], []
@@ -140,23 +152,61 @@ def _tokenize_batch(fs: Filesystem, work: str, b: int, batch, cfg: ExportConfig,
         for key, value in labels.items():
             counters[f"tokens.{key}={value}"] += len(ids) * repeats
         for c in range(repeats):
-            k = _copy_key(cfg.seed, doc_id, c)
+            k = copy_key(cfg.seed, doc_id, c)
             copies.append((k % cfg.parts, k, doc, c))
     lengths = np.array([len(x) for x in ids_list], dtype=np.int64)
     offsets = np.zeros(len(lengths), dtype=np.int64)
     np.cumsum(lengths[:-1], out=offsets[1:])
     tokens = np.concatenate(ids_list) if ids_list else np.zeros(0, np.int32)
     table = np.array(sorted(copies), dtype=np.uint64).reshape(-1, 4)
+    return _spill(fs, work, b, Plan(tokens, offsets, lengths, table, doc_ids, counters), digest)
+
+
+def _spill_token_batch(fs: Filesystem, work: str, b: int, tb: TokenBatch, cfg, digest, eot_id):
+    """Pass 1 for a TokenBatch (in the driver: no tokenising, only array work)."""
+    return _spill(fs, work, b, plan(tb, cfg.seed, cfg.parts, eot_id), digest)
+
+
+def _spill(fs: Filesystem, work: str, b: int, p: Plan, digest: str):
+    """Write a batch's spill files and its marker. The spill is scratch: written without
+    fsync, its xxh3 recorded in the marker and checked before a resumed run trusts it."""
     prefix = posixpath.join(work, f"b{b:06d}")
     buf = io.BytesIO()
-    np.save(buf, tokens)
-    fs.write_bytes(prefix + ".tokens.npy", buf.getvalue())
+    np.save(buf, p.tokens)
+    tokens = buf.getvalue()
     buf = io.BytesIO()
-    np.savez(buf, offsets=offsets, lengths=lengths, copies=table, doc_ids=np.array(doc_ids, str))
-    fs.write_bytes(prefix + ".docs.npz", buf.getvalue())
-    marker = {"digest": digest, "counters": dict(counters)}
+    np.savez(
+        buf,
+        offsets=p.offsets,
+        lengths=p.lengths,
+        copies=p.copies,
+        doc_ids=np.array(p.doc_ids, str),
+    )
+    docs = buf.getvalue()
+    fs.write_bytes(prefix + ".tokens.npy", tokens, durable=False)
+    fs.write_bytes(prefix + ".docs.npz", docs, durable=False)
+    marker = {
+        "digest": digest,
+        "counters": dict(p.counters),
+        "spill": {"tokens.npy": _xxh(tokens), "docs.npz": _xxh(docs)},
+    }
     fs.write_bytes(prefix + ".done.json", json.dumps(marker, sort_keys=True).encode())
     return b, marker
+
+
+def _xxh(data: bytes) -> str:
+    return xxhash.xxh3_128_hexdigest(data)
+
+
+def _spill_intact(fs: Filesystem, work: str, b: int, marker: dict) -> bool:
+    prefix = posixpath.join(work, f"b{b:06d}")
+    try:
+        return all(
+            _xxh(fs.read_bytes(f"{prefix}.{name}")) == digest
+            for name, digest in marker.get("spill", {"-": ""}).items()
+        )
+    except FileNotFoundError:
+        return False
 
 
 # pass 2: pack -------------------------------------------------------------------
@@ -168,27 +218,33 @@ def _load_tokens(fs: Filesystem, path: str) -> np.ndarray:
 
 def _pack_part(fs: Filesystem, work: str, folder: str, p: int, n_batches: int, cfg, pad_id, chash):
     t0 = time.perf_counter()
-    chosen = []  # (key, batch, doc, copy)
-    tables = []
+    picked, tables = [], []  # per batch: rows (key, batch, doc, copy) of part p
     for b in range(n_batches):
         prefix = posixpath.join(work, f"b{b:06d}")
         with np.load(io.BytesIO(fs.read_bytes(prefix + ".docs.npz"))) as z:
             t = {k: z[k] for k in z.files}
         rows = t["copies"]
         lo, hi = np.searchsorted(rows[:, 0], [p, p + 1]) if len(rows) else (0, 0)
-        chosen += [(int(r[1]), b, int(r[2]), int(r[3])) for r in rows[lo:hi]]
+        sel = rows[lo:hi]
+        picked.append(
+            np.stack([sel[:, 1], np.full(len(sel), b, np.uint64), sel[:, 2], sel[:, 3]], 1)
+        )
         t["tokens"] = _load_tokens(fs, prefix + ".tokens.npy") if hi > lo else None
+        t["doc_ids"] = t["doc_ids"].tolist()
+        t["offsets"], t["lengths"] = t["offsets"].tolist(), t["lengths"].tolist()
         tables.append(t)
-    chosen.sort()
+    chosen = np.concatenate(picked) if picked else np.zeros((0, 4), np.uint64)
+    chosen = chosen[np.lexsort(chosen.T[::-1])].astype(np.int64)  # by key, then batch, doc, copy
+    order = chosen[:, 1:].tolist()  # (batch, doc, copy) in packing order
 
     def docs():
-        for _, b, d, _ in chosen:
+        for b, d, _ in order:
             t = tables[b]
             yield t["tokens"][t["offsets"][d] : t["offsets"][d] + t["lengths"][d]]
 
     name = part_name(p)
     prefix = posixpath.join(folder, name)
-    prov: dict[str, list] = {f.name: [] for f in PROVENANCE_SCHEMA}
+    p_seq, p_start, p_len, p_doc, p_copy, p_off = [], [], [], [], [], []
     padding = 0
     with IndexedWriter(fs, prefix) as seqs, IndexedWriter(fs, prefix + ".seg") as segs:
         for s, packed in enumerate(pack(docs(), cfg.seq_len, pad_id, cfg.open_sequences)):
@@ -197,14 +253,16 @@ def _pack_part(fs: Filesystem, work: str, folder: str, p: int, n_batches: int, c
             padding += packed.padding
             start = 0
             for piece in packed.pieces:
-                _, b, d, c = chosen[piece.doc]
-                for col, v in zip(
-                    prov,
-                    (s, start, piece.length, str(tables[b]["doc_ids"][d]), c, piece.offset),
-                    strict=True,
-                ):
-                    prov[col].append(v)
+                b, d, c = order[piece.doc]
+                p_seq.append(s)
+                p_start.append(start)
+                p_len.append(piece.length)
+                p_doc.append(tables[b]["doc_ids"][d])
+                p_copy.append(c)
+                p_off.append(piece.offset)
                 start += piece.length
+    columns = (p_seq, p_start, p_len, p_doc, p_copy, p_off)
+    prov = dict(zip(PROVENANCE_SCHEMA.names, columns, strict=True))
     buf = io.BytesIO()
     pq.write_table(pa.table(prov, schema=PROVENANCE_SCHEMA), buf, compression="zstd")
     fs.write_bytes(prefix + ".docs.parquet", buf.getvalue())
@@ -219,7 +277,7 @@ def _pack_part(fs: Filesystem, work: str, folder: str, p: int, n_batches: int, c
         "sequences": sequences,
         "tokens": sequences * cfg.seq_len - padding,
         "padding": padding,
-        "copies": len(chosen),
+        "copies": len(order),
         "seconds": time.perf_counter() - t0,
     }
     OutputDir(fs, folder).mark_done(name, record)
@@ -276,8 +334,9 @@ def export_stage(
         _init_worker(tokenizer)
         pool = _Inline()
     with pool:
-        markers = _pass_tokenise(pool, fs, work, docs, cfg, processes, say)
-        tok_digest = xxhash.xxh3_128_hexdigest(json.dumps(markers, sort_keys=True).encode())
+        markers = _pass_tokenise(pool, fs, work, docs, cfg, processes, tokenizer.eot_id, say)
+        content = [{k: v for k, v in m.items() if k != "spill"} for m in markers]  # npz: dated
+        tok_digest = xxhash.xxh3_128_hexdigest(json.dumps(content, sort_keys=True).encode())
         part_hash = config_hash({"config": chash, "tokens": tok_digest})
         records = _pass_pack(
             pool, fs, work, out, len(markers), cfg, tokenizer.eot_id, part_hash, processes, say
@@ -324,7 +383,7 @@ class _Inline:
         return fut
 
 
-def _pass_tokenise(pool, fs, work, docs, cfg, processes, say) -> list[dict[str, Any]]:
+def _pass_tokenise(pool, fs, work, docs, cfg, processes, eot_id, say) -> list[dict[str, Any]]:
     markers: dict[int, dict] = {}
     running: set[Future] = set()
     n_batches = reused = 0
@@ -334,7 +393,7 @@ def _pass_tokenise(pool, fs, work, docs, cfg, processes, say) -> list[dict[str, 
         done = posixpath.join(work, f"b{b:06d}.done.json")
         if fs.exists(done):
             old = json.loads(fs.read_bytes(done))
-            if old["digest"] == digest:
+            if old["digest"] == digest and _spill_intact(fs, work, b, old):
                 markers[b] = old
                 reused += 1
                 continue
@@ -343,6 +402,9 @@ def _pass_tokenise(pool, fs, work, docs, cfg, processes, say) -> list[dict[str, 
             for fut in finished:
                 i, m = fut.result()
                 markers[i] = m
+        if isinstance(batch, TokenBatch):
+            markers[b] = _spill_token_batch(fs, work, b, batch, cfg, digest, eot_id)[1]
+            continue
         running.add(pool.submit(_tokenize_batch, fs, work, b, batch, cfg, digest))
     for fut in running:
         i, m = fut.result()

@@ -29,6 +29,7 @@ reported) as contiguous runs over the parts in order.
 
 from __future__ import annotations
 
+from bisect import bisect_right, insort
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -81,7 +82,10 @@ def pack(
     """Pack documents (in the given order, indexed from 0) into sequences of ``seq_len``."""
     if seq_len < 1 or open_sequences < 1:
         raise ValueError(f"seq_len ({seq_len}) and open_sequences ({open_sequences}) must be >= 1")
-    window: list[_Open] = []
+    # the open sequences, sorted by (fill, -serial): best fit for ``rest`` tokens is the
+    # last entry with fill <= seq_len - rest (ties: the oldest), the fullest is the last
+    order: list[tuple[int, int]] = []
+    window: dict[int, _Open] = {}
     serial = 0
     for doc, ids in enumerate(docs):
         n = len(ids)
@@ -97,25 +101,25 @@ def pack(
         rest = n - off
         if rest == 0:
             continue
-        best = None
-        for seq in window:
-            if seq_len - seq.fill >= rest and (best is None or seq.fill > best.fill):
-                best = seq
-        if best is None:
-            if len(window) == open_sequences:
-                fullest = max(window, key=lambda s: (s.fill, -s.serial))
-                window.remove(fullest)
-                yield _close(fullest, seq_len, pad_id)
-            best = _Open(serial)
+        at = bisect_right(order, (seq_len - rest, 1))  # (fill, -serial) <= (limit, any)
+        if at:
+            fill, neg = order.pop(at - 1)
+            best = window[-neg]
+        else:
+            if len(order) == open_sequences:
+                _, neg = order.pop()
+                yield _close(window.pop(-neg), seq_len, pad_id)
+            best = window[serial] = _Open(serial)
             serial += 1
-            window.append(best)
         best.pieces.append((Piece(doc, off, rest), ids[off:]))
         best.fill += rest
         if best.fill == seq_len:
-            window.remove(best)
+            del window[best.serial]
             yield _close(best, seq_len, pad_id)
-    for seq in sorted(window, key=lambda s: s.serial):
-        yield _close(seq, seq_len, pad_id)
+        else:
+            insort(order, (best.fill, -best.serial))
+    for key in sorted(window):
+        yield _close(window[key], seq_len, pad_id)
 
 
 @dataclass(frozen=True)
