@@ -11,7 +11,8 @@ documents, the quarantine and the cluster attributes:
   local runner  ``minhash_dedup(LocalRunner(processes=N))``: fingerprint, bucket, cluster
                 in the driver, attributes, removal (process-pool start included).
   spark         ``spark_minhash_dedup`` on ``local[N]``: signatures in mapInArrow, band
-                buckets, large-star/small-star components, joins, cogrouped removal.
+                buckets, large-star/small-star component rounds, cluster files, removal
+                (pipelines/spark/minhash.py: six Spark jobs for two component rounds).
                 The SparkSession is started (JVM, ~5-15 s) and one trivial mapInArrow
                 job per core run (Python workers up, ~3 s) before the clock starts: an
                 application pays that once, not per dataset. (The local runner pays

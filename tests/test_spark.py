@@ -3,8 +3,10 @@
 One SparkSession (local[2]) is shared by the whole module. Inputs are built in
 tmp_path: real WARC files from samples/warc (text extraction), the documents that
 extraction yields (filters), and real news articles from samples/html/newspaper4k
-with copies and near copies spread over shards (MinHash). Parity is checked on the
-bytes: the shards' sha256 in the manifests, the quarantine shards and the counters.
+with copies and near copies spread over shards (MinHash); one test puts the extracted
+documents in a bucket of a moto S3 server on 127.0.0.1 and runs both runners there.
+Parity is checked on the bytes: the shards' sha256 in the manifests, the quarantine
+shards and the counters.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ from pipelines.dedup.cluster import connected_components as local_components
 from pipelines.dedup.minhash import minhash_dedup
 from pipelines.filters.stage import WebFilterStage, load_recipe
 from pipelines.runner import LocalRunner
-from pipelines.spark.components import connected_components
+from pipelines.spark.components import CHECKPOINT_EVERY, connected_components
 from pipelines.spark.runner import SparkRunner
 from pipelines.spark.session import SparkSettings, spark_session
 from pipelines.web.warc_text import WarcTextStage, warc_tasks
@@ -125,22 +127,68 @@ def test_filters_on_spark_equal_local_also_after_task_retries(spark, web_text, t
     assert not list(Path(flaky_out.folder).rglob(".tmp-*"))  # the failed attempt left nothing
 
 
+@pytest.fixture
+def s3_store(s3_endpoint):
+    """A bucket in conftest's moto S3 server; the credentials and endpoint travel in the
+    store options, also to Spark's workers."""
+    store = CorpusStore("s3://corpus/run", {"endpoint_url": s3_endpoint, "key": "x", "secret": "y"})
+    store.fs.fs.mkdir("corpus")
+    return store
+
+
+def test_spark_runner_on_an_s3_compatible_store_equals_local(spark, web_text, s3_store):
+    source = s3_store.output("text/web")
+    m = web_text.manifest()
+    for name in [s.name for s in m.shards + m.quarantine] + ["_manifest.json"]:
+        blob = web_text.fs.read_bytes(f"{web_text.folder}/{name}")
+        source.fs.write_bytes(f"{source.folder}/{name}", blob)
+    recipe = load_recipe(RECIPE)
+    stage = WebFilterStage(rules=recipe["rules"], language=recipe["language"])
+    local, on_spark = s3_store.output("filters/local"), s3_store.output("filters/spark")
+    LocalRunner(processes=1).run_over(stage, source, local)
+    manifest = SparkRunner(spark=spark).run_over(stage, source, on_spark)
+    assert on_spark.uri.startswith("s3://") and manifest.rows and manifest.quarantined
+    same_output(local, on_spark)  # same bytes, read from and written to the bucket
+
+
+def components(spark, edges: np.ndarray) -> tuple[dict[int, int], int]:
+    df = spark.createDataFrame(pa.table({"src": edges[:, 0], "dst": edges[:, 1]}).to_pandas())
+    links, rounds = connected_components(df.persist())
+    rows = {(r["src"], r["dst"]) for r in links.collect()}
+    got = dict(rows)
+    assert len(got) == len(rows)  # repeats allowed, but one root per node
+    return got, rounds
+
+
+def union_find(edges: np.ndarray) -> dict[int, int]:
+    nodes, roots = local_components(edges[:, 0], edges[:, 1])
+    return {int(n): int(r) for n, r in zip(nodes, roots, strict=True) if n != r}
+
+
 def test_components_on_spark_match_the_local_union_find(spark):
     rng = np.random.default_rng(7)
-    # a long path (deep: needs several rounds), a star, and random sparse edges
-    path = [(i + 1, i) for i in range(100, 112)]
+    # a long path (deep: needs several rounds, past a checkpoint), a star, random sparse
+    # edges, and every edge twice
+    path = [(i + 1, i) for i in range(100, 140)]
     star = [(i, 200) for i in range(201, 220)]
     a, b = rng.integers(300, 400, 60), rng.integers(300, 400, 60)
     rand = [(int(max(x, y)), int(min(x, y))) for x, y in zip(a, b, strict=True) if x != y]
-    edges = np.array(path + star + rand, dtype=np.int64)
+    edges = np.array(2 * (path + star + rand), dtype=np.int64)
     rng.shuffle(edges)
-    df = spark.createDataFrame(pa.table({"src": edges[:, 0], "dst": edges[:, 1]}).to_pandas())
-    links, rounds = connected_components(df, lambda d: d.checkpoint(eager=True))
-    got = {r["node"]: r["root"] for r in links.collect()}
-    nodes, roots = local_components(edges[:, 0], edges[:, 1])
-    want = {int(n): int(r) for n, r in zip(nodes, roots, strict=True) if n != r}
-    assert got == want
-    assert rounds >= 2  # the path is not a star after one round
+    got, rounds = components(spark, edges)
+    assert got == union_find(edges)
+    assert rounds > CHECKPOINT_EVERY  # a path shortens slowly: the rounds pass a checkpoint
+
+
+def test_components_of_a_star_forest_take_no_round(spark):
+    # LSH pairs often are one already: every doc of a bucket points at its smallest
+    edges = np.array([(i, 10) for i in range(11, 20)] + [(31, 30), (32, 30)], dtype=np.int64)
+    got, rounds = components(spark, edges)
+    assert (got, rounds) == (union_find(edges), 0)
+    # a node linked to two roots is no star forest, although no edge ends at a linked node
+    edges = np.array([(5, 1), (5, 2), (6, 2)], dtype=np.int64)
+    got, rounds = components(spark, edges)
+    assert got == {2: 1, 5: 1, 6: 1} and rounds >= 1
 
 
 def article(stem: str) -> str:

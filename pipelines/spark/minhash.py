@@ -1,26 +1,37 @@
 """MinHash fuzzy dedup on Spark, end to end, with the local dedup's kept set and outputs.
 
-The same five steps as ``pipelines/dedup/minhash.py``, each a Spark operation, and
-nothing that grows with the corpus passes through the driver:
+The same five steps as ``pipelines/dedup/minhash.py`` in six Spark jobs (one per step,
+one per component round), and nothing that grows with the corpus passes through the
+driver. The rows are processed by numpy inside ``mapInArrow`` between hash exchanges
+with explicit partition counts (``spark.sql.shuffle.partitions``); Spark moves, caches
+and retries them, and the JVM does no per-row SQL work beyond the exchanges:
 
   1. signatures   a DataFrame of shard tasks (one per partition); ``mapInArrow`` runs
                   ``FingerprintStage.process`` (the numpy MinHash of
                   pipelines/dedup/fingerprint.py) on each shard -> rows (band, key, doc),
                   ``doc = shard << 32 | row`` as in pipelines/dedup/cluster.py, the 64-bit
                   band key carried as a signed long (Spark has no unsigned type).
-  2. buckets      per (band, key), the smallest doc (a window over band + key); every
-                  other doc of the bucket gives the edge (doc -> smallest): the local
-                  BucketStage's pairs, as a DataFrame.
-  3. components   large-star / small-star on the edges, checkpointed each round
+  2. buckets      exchanged by (band, key); each partition sorts its rows and every doc
+                  but the smallest of a bucket gives the edge (doc -> smallest): the
+                  local BucketStage's pairs. Persisted; one aggregation counts them and
+                  the signed documents (one extra row per partition carries that count).
+  3. components   large-star / small-star rounds on the edges, one job each
                   (pipelines/spark/components.py); the root of a component is its
                   smallest doc, the local tie-break: the first (shard, row) is kept.
-  4. clusters     members joined with the shards' doc_id/url (read in ``mapInArrow``)
-                  for their own and their root's doc_id, and the component size.
-  5. attributes + removal  the tasks cogrouped with their shard's cluster rows
-                  (``cogroup.applyInArrow``): the executor writes that shard's cluster
-                  rows to ``_work/clusters/<part>.parquet`` and runs the local
-                  ``ClusterAttributeStage`` and ``NearDuplicateFilterStage`` on the shard
-                  through ``run_task``: same shards, quarantine rows and markers.
+  4. clusters     one job: the links exchanged by their root's shard, where each
+                  partition reads the doc_id column of the shards it holds roots of
+                  (cluster_id, and the cluster size); then by their own shard, where
+                  each partition reads doc_id/url of its shards and writes each one's
+                  cluster rows to ``_work/clusters/<part>.parquet`` (CLUSTER_SCHEMA, row
+                  order), returning one small (shard, members, roots, sha256) row each.
+  5. attributes + removal  ``mapInArrow`` over the shard tasks, one per partition (no
+                  exchange): the local ``ClusterAttributeStage`` and
+                  ``NearDuplicateFilterStage`` on the shard with its cluster file (an
+                  empty one written for a shard without clusters) through ``run_task``:
+                  same shards, quarantine rows and markers.
+
+Adaptive query execution is off for these queries: every exchange has its partition
+count and there is no join to re-plan, so it would only cut each job at every exchange.
 
 The manifests are written by the driver, last, from the per-part records (small:
 one per shard). Counters match the local dedup's: documents_in, too_short,
@@ -35,12 +46,13 @@ from __future__ import annotations
 import json
 import posixpath
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict
 
 import numpy as np
 import pyarrow as pa
-from pyspark import StorageLevel
-from pyspark.sql import SparkSession, Window
+from pyspark import Broadcast, StorageLevel
+from pyspark.sql import SparkSession
 from pyspark.sql import functions as F
 
 from pipelines.dedup.fingerprint import MinhashConfig
@@ -51,9 +63,16 @@ from pipelines.dedup.minhash import (
     NearDuplicateFilterStage,
 )
 from pipelines.runner import LocalRunner, run_task
-from pipelines.spark.components import connected_components
+from pipelines.spark.components import (
+    EDGE_DDL,
+    columns,
+    connected_components,
+    runs,
+    sorted_pairs,
+)
 from pipelines.spark.runner import (
     RESULT_DDL,
+    RESULT_SCHEMA,
     attempts_left,
     error_record,
     sum_counters,
@@ -64,11 +83,16 @@ from pipelines.stage import StageContext, Task, shard_tasks
 from storage.fs import Filesystem
 from storage.layout import OutputDir
 from storage.manifest import Manifest, ShardInfo, config_hash
-from storage.shards import iter_batches, write_shard
+from storage.shards import read_shard, write_shard
 
 SIG_DDL = "band int, key long, doc long"
-DOC_DDL = "doc long, doc_id string, url string"
+LINK_DDL = "node long, root long, cluster_size long, cluster_id string"
+WRITTEN_DDL = "shard int, members long, roots long, sha256 string"
+WRITTEN_SCHEMA = pa.schema(
+    [("shard", pa.int32()), ("members", pa.int64()), ("roots", pa.int64()), ("sha256", pa.string())]
+)
 CLUSTER_COLUMNS = [f.name for f in CLUSTER_SCHEMA]
+STATS = -1  # src of the per-partition row that carries the count of signed documents
 
 
 def _task(row: dict) -> Task:
@@ -95,49 +119,161 @@ def _signatures(stage: FingerprintStage, fs: Filesystem):
     return run
 
 
-def _doc_ids(fs: Filesystem):
+def _band_pairs(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """All rows of some (band, key) buckets -> (doc, the bucket's smallest doc) for every
+    other doc of a bucket, as BucketStage pairs them; plus one (STATS, signed) row."""
+    parts = list(batches)
+    if not parts:
+        return
+    t = pa.Table.from_batches(parts)
+    band, key, doc = (t.column(c).to_numpy() for c in ("band", "key", "doc"))
+    order = np.lexsort((doc, key, band))
+    band, key, doc = band[order], key[order], doc[order]
+    starts = np.ones(doc.size, bool)
+    starts[1:] = (band[1:] != band[:-1]) | (key[1:] != key[:-1])
+    first = np.maximum.accumulate(np.where(starts, np.arange(doc.size), 0))
+    dup = ~starts
+    signed = np.count_nonzero(band == 0)  # one band-0 row per signed document
+    yield pa.RecordBatch.from_arrays(
+        [
+            pa.array(np.append(doc[dup], np.int64(STATS))),
+            pa.array(np.append(doc[first[dup]], np.int64(signed))),
+        ],
+        ["src", "dst"],
+    )
+
+
+def _shard_groups(key: np.ndarray) -> Iterator[tuple[int, np.ndarray]]:
+    """(shard, indices) of a sorted document-key array, one per shard present."""
+    first, _ = runs(key >> np.int64(32))
+    bounds = np.append(first, key.size)
+    for lo, hi in zip(bounds[:-1], bounds[1:], strict=True):
+        yield int(key[lo] >> 32), np.arange(lo, hi)
+
+
+def _column(fs: Filesystem, path: str, name: str, rows: np.ndarray) -> pa.Array:
+    return read_shard(fs, path, columns=[name]).column(name).take(rows).combine_chunks()
+
+
+def _root_ids(fs: Filesystem, tasks: Broadcast):
+    """Links grouped by their root's shard -> (node, root, cluster_size, cluster_id) for
+    every member, the root included; cluster_id is the root's doc_id."""
+
     def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        for batch in batches:
-            for row in batch.to_pylist():
-                offset = row["shard"] << 32
-                for b in iter_batches(fs, row["input"], columns=["doc_id", "url"]):
-                    doc = np.arange(offset, offset + b.num_rows, dtype=np.int64)
-                    yield pa.RecordBatch.from_arrays(
-                        [pa.array(doc), b.column("doc_id"), b.column("url")],
-                        ["doc", "doc_id", "url"],
-                    )
-                    offset += b.num_rows
+        root, node = sorted_pairs(*reversed(columns(batches, "src", "dst")))
+        if not root.size:
+            return
+        first, run_of = runs(root)
+        roots = root[first]
+        sizes = np.diff(np.append(first, root.size)) + 1
+        ends = np.append(first[1:], root.size)  # rows of each root: first .. end
+        for shard, at in _shard_groups(roots):
+            ids = _column(fs, tasks.value[shard].input, "doc_id", roots[at] & 0xFFFFFFFF)
+            mine = slice(first[at[0]], ends[at[-1]])  # the rows whose root is in this shard
+            yield pa.RecordBatch.from_arrays(
+                [
+                    pa.array(np.concatenate([node[mine], roots[at]])),
+                    pa.array(np.concatenate([root[mine], roots[at]])),
+                    pa.array(np.concatenate([sizes[run_of[mine]], sizes[at]])),
+                    pa.concat_arrays([ids.take(pa.array(run_of[mine] - at[0])), ids]),
+                ],
+                ["node", "root", "cluster_size", "cluster_id"],
+            )
 
     return run
+
+
+def _write_clusters(fs: Filesystem, out: OutputDir, tasks: Broadcast):
+    """Members grouped by their own shard -> ``_work/clusters/<part>.parquet`` of each
+    shard (CLUSTER_SCHEMA, in row order, as the local dedup's table for that shard) and
+    one (shard, members, roots, sha256) row per file."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        parts = list(batches)
+        if not parts:
+            return
+        t = pa.Table.from_batches(parts)
+        t = t.take(pa.array(np.argsort(t.column("node").to_numpy(), kind="stable")))
+        node = t.column("node").to_numpy()
+        for shard, at in _shard_groups(node):
+            task = tasks.value[shard]
+            take = pa.array(at)
+            rows = pa.array(node[at] & 0xFFFFFFFF)
+            docs = read_shard(fs, task.input, columns=["doc_id", "url"])
+            kept = node[at] == t.column("root").to_numpy()[at]
+            table = pa.Table.from_arrays(
+                [
+                    docs.column("doc_id").take(rows),
+                    t.column("cluster_id").take(take),
+                    t.column("cluster_size").take(take),
+                    pa.array(kept),
+                    docs.column("url").take(rows),
+                ],
+                CLUSTER_COLUMNS,
+            ).combine_chunks()
+            info = write_shard(out.fs, _clusters_path(out, task.part), table, CLUSTER_SCHEMA)
+            stats = {"members": at.size, "roots": int(kept.sum()), "sha256": info.sha256}
+            yield pa.RecordBatch.from_pylist([{"shard": shard, **stats}], schema=WRITTEN_SCHEMA)
+
+    return run
+
+
+def _clusters_path(out: OutputDir, part: str) -> str:
+    return posixpath.join(out.folder, "_work", "clusters", f"{part}.parquet")
 
 
 def _attributes_and_removal(
-    fs: Filesystem, out: OutputDir, attrs_out: OutputDir, hashes: dict[str, str], max_failures: int
+    fs: Filesystem,
+    out: OutputDir,
+    attrs_out: OutputDir,
+    hashes: dict[str, str],
+    written: Broadcast,
+    max_failures: int,
 ):
-    def run(tasks: pa.Table, clusters: pa.Table) -> pa.Table:
-        results = []
-        for row in tasks.to_pylist():
-            task = _task(row)
-            path = posixpath.join(out.folder, "_work", "clusters", f"{task.part}.parquet")
-            mine = clusters.sort_by("row").select(CLUSTER_COLUMNS)
-            try:
-                info = write_shard(out.fs, path, mine.cast(CLUSTER_SCHEMA), CLUSTER_SCHEMA)
-                common = {"clusters_uri": out.fs.uri(path), "clusters_sha256": info.sha256}
-                a = run_task(ClusterAttributeStage(**common), fs, attrs_out, task, hashes["a"])
-                d = run_task(NearDuplicateFilterStage(**common), fs, out, task, hashes["d"])
-            except Exception as exc:
-                if attempts_left(max_failures):
-                    raise  # Spark retries; every write above is atomic and deterministic
-                a = d = error_record(task, exc)
-            results += [
-                {"part": "a:" + task.part, "record": json.dumps(a)},
-                {"part": "d:" + task.part, "record": json.dumps(d)},
-            ]
-        return pa.Table.from_pylist(
-            results, schema=pa.schema([("part", pa.string()), ("record", pa.string())])
-        )
+    """Each task: its cluster file (an empty one if its shard has no cluster rows), then
+    the local ClusterAttributeStage and NearDuplicateFilterStage through ``run_task``."""
+
+    def run(batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            results = []
+            for row in batch.to_pylist():
+                task = _task(row)
+                path = _clusters_path(out, task.part)
+                try:
+                    sha256 = written.value.get(task.part)
+                    if sha256 is None:
+                        empty = CLUSTER_SCHEMA.empty_table()
+                        sha256 = write_shard(out.fs, path, empty, CLUSTER_SCHEMA).sha256
+                    common = {"clusters_uri": out.fs.uri(path), "clusters_sha256": sha256}
+                    a = run_task(ClusterAttributeStage(**common), fs, attrs_out, task, hashes["a"])
+                    d = run_task(NearDuplicateFilterStage(**common), fs, out, task, hashes["d"])
+                except Exception as exc:
+                    if attempts_left(max_failures):
+                        raise  # Spark retries; every write above is atomic and deterministic
+                    a = d = error_record(task, exc)
+                results += [
+                    {"part": "a:" + task.part, "record": json.dumps(a)},
+                    {"part": "d:" + task.part, "record": json.dumps(d)},
+                ]
+            yield pa.RecordBatch.from_pylist(results, schema=RESULT_SCHEMA)
 
     return run
+
+
+@contextmanager
+def _sql_conf(spark: SparkSession, conf: dict[str, str]) -> Iterator[None]:
+    """Session SQL settings for the block, the previous values restored after it."""
+    before = {k: spark.conf.get(k, None) for k in conf}
+    for k, v in conf.items():
+        spark.conf.set(k, v)
+    try:
+        yield
+    finally:
+        for k, v in before.items():
+            if v is None:
+                spark.conf.unset(k)
+            else:
+                spark.conf.set(k, v)
 
 
 def _write_manifest(
@@ -172,8 +308,9 @@ def spark_minhash_dedup(
 ) -> Manifest:
     """Remove the near duplicates of ``source`` into ``out``; cluster attributes to ``attrs_out``.
 
-    ``checkpoint_dir`` (a folder or URL Spark can write) holds the component rounds'
-    checkpoints; "" puts them under ``out``'s ``_work/checkpoints`` (local stores only).
+    ``checkpoint_dir`` (a folder or URL Spark can write) holds the checkpoints of long
+    component iterations; "" puts them under ``out``'s ``_work/checkpoints`` (local
+    stores only).
     """
     config = config or MinhashConfig()
     say = progress or print
@@ -184,55 +321,45 @@ def spark_minhash_dedup(
         output.fs.makedirs(output.folder)
         output.fs.clean_temp(output.folder)
         output.fs.remove(posixpath.join(output.folder, "_manifest.json"))
-    spark.sparkContext.setCheckpointDir(
-        checkpoint_dir or posixpath.join(out.folder, "_work", "checkpoints")
-    )
     sc = spark.sparkContext
-    with report_progress(spark, say):
+    sc.setCheckpointDir(checkpoint_dir or posixpath.join(out.folder, "_work", "checkpoints"))
+    partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
+    shared = sc.broadcast(tasks)
+    # every exchange has an explicit partition count and no join is left to re-plan,
+    # so adaptive execution would only split each job at every exchange
+    with report_progress(spark, say), _sql_conf(spark, {"spark.sql.adaptive.enabled": "false"}):
         task_df = tasks_frame(spark, tasks)
         sc.setJobDescription("minhash: signatures and band buckets")
         sig = task_df.mapInArrow(_signatures(FingerprintStage(minhash=config), source.fs), SIG_DDL)
-        first = F.min("doc").over(Window.partitionBy("band", "key"))
-        buckets = sig.withColumn("first", first).persist(StorageLevel.MEMORY_AND_DISK)
-        stats = buckets.agg(
-            F.count(F.when(F.col("band") == 0, 1)).alias("signed"),
-            F.count(F.when(F.col("doc") != F.col("first"), 1)).alias("pairs"),
+        pairs = sig.repartition(partitions, "band", "key").mapInArrow(_band_pairs, EDGE_DDL)
+        pairs = pairs.persist(StorageLevel.MEMORY_AND_DISK)
+        stats = pairs.agg(
+            F.sum(F.when(F.col("src") == STATS, F.col("dst"))).alias("signed"),
+            F.count(F.when(F.col("src") != STATS, 1)).alias("pairs"),
         ).first()
-        signed, candidate_pairs = stats["signed"], stats["pairs"]
+        signed, candidate_pairs = stats["signed"] or 0, stats["pairs"]
         say(f"minhash: {signed} of {src.rows} documents have a signature")
         say(f"minhash: {candidate_pairs} candidate pairs")
-        edges = buckets.where(F.col("doc") != F.col("first")).select(
-            F.col("doc").alias("src"), F.col("first").alias("dst")
-        )
 
         sc.setJobDescription("minhash: connected components")
-        links, rounds = connected_components(edges, lambda df: df.checkpoint(eager=True))
-        buckets.unpersist()
+        edges = pairs.where(F.col("src") != STATS)
+        links, rounds = edges, 0
+        if candidate_pairs:
+            links, rounds = connected_components(edges, partitions)
         say(f"minhash: components converged in {rounds} large-star/small-star rounds")
 
         sc.setJobDescription("minhash: clusters")
-        members = links.unionByName(links.select(F.col("root").alias("node"), "root").distinct())
-        sizes = members.groupBy("root").agg(F.count("*").alias("cluster_size"))
-        docs = task_df.mapInArrow(_doc_ids(source.fs), DOC_DDL)
-        roots = docs.select(F.col("doc").alias("root"), F.col("doc_id").alias("cluster_id"))
-        clusters = (
-            members.join(sizes, "root")
-            .join(docs.withColumnRenamed("doc", "node"), "node")
-            .join(roots, "root")
-            .select(
-                F.shiftright("node", 32).cast("int").alias("shard"),
-                F.col("node").bitwiseAND(F.lit(0xFFFFFFFF)).alias("row"),
-                *CLUSTER_COLUMNS[:2],
-                "cluster_size",
-                (F.col("node") == F.col("root")).alias("kept"),
-                "url",
-            )
-            .persist(StorageLevel.MEMORY_AND_DISK)
+        written = (
+            links.repartition(partitions, F.shiftright("dst", 32))
+            .mapInArrow(_root_ids(source.fs, shared), LINK_DDL)
+            .repartition(partitions, F.shiftright("node", 32))
+            .mapInArrow(_write_clusters(source.fs, out, shared), WRITTEN_DDL)
+            .collect()
         )
-        stats = clusters.agg(
-            F.count("*").alias("members"), F.count(F.when(F.col("kept"), 1)).alias("roots")
-        ).first()
-        in_clusters, n_clusters = stats["members"], stats["roots"]
+        links.unpersist()
+        pairs.unpersist()
+        in_clusters = sum(r["members"] for r in written)
+        n_clusters = sum(r["roots"] for r in written)
         say(f"minhash: {in_clusters} documents in {n_clusters} clusters")
 
         sc.setJobDescription("minhash: attributes and removal")
@@ -246,14 +373,11 @@ def spark_minhash_dedup(
         cfg_a.update(base)
         cfg_d.update(base)
         hashes = {"a": config_hash(cfg_a), "d": config_hash(cfg_d)}
-        fn = _attributes_and_removal(source.fs, out, attrs_out, hashes, max_failures)
-        rows = (
-            task_df.groupBy("shard")
-            .cogroup(clusters.groupBy("shard"))
-            .applyInArrow(fn, RESULT_DDL)
-            .collect()
-        )
-        clusters.unpersist()
+        sha = sc.broadcast({tasks[r["shard"]].part: r["sha256"] for r in written})
+        fn = _attributes_and_removal(source.fs, out, attrs_out, hashes, sha, max_failures)
+        rows = task_df.mapInArrow(fn, RESULT_DDL).collect()
+    for b in (shared, sha):
+        b.destroy()
 
     records: dict[str, dict] = {r["part"]: json.loads(r["record"]) for r in rows}
     failed = [r for r in records.values() if "error" in r]
