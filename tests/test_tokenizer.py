@@ -89,6 +89,11 @@ def test_fast_path_equals_hf_on_real_corpus(fast: Tokenizer, hf: Tokenizer):
     assert mismatched == []
     docs = [t[:60] for t in texts if fast.encode_doc(t).tolist() != fast.encode(t) + [151643]]
     assert docs == []
+    for tok in (fast, hf):  # the batch form (what mix/scan stores) == encode_doc per document
+        offsets, ids = tok.encode_docs([*texts[:50], ""])
+        assert len(offsets) == 52 and offsets[-1] == len(ids)
+        for i, t in enumerate([*texts[:50], ""]):
+            assert ids[offsets[i] : offsets[i + 1]].tolist() == fast.encode_doc(t).tolist()
     assert sum(len(fast.encode(t)) for t in texts) > 300_000
 
 

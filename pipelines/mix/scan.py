@@ -136,11 +136,8 @@ class ScanStage(Stage):
     ) -> Iterator[pa.RecordBatch]:
         tok = self._tokenizer()
         for batch in batches:
-            encoded = [tok.encode_doc(t) for t in batch.column("text").to_pylist()]
-            lengths = np.fromiter(map(len, encoded), np.int64, len(encoded))
-            offsets = np.zeros(len(encoded) + 1, np.int64)
-            np.cumsum(lengths, out=offsets[1:])
-            values = np.concatenate(encoded) if encoded else np.zeros(0, np.int32)
+            offsets, values = tok.encode_docs(batch.column("text").to_pylist())
+            lengths = np.diff(offsets)
             ctx.counters["records_in"] += batch.num_rows
             ctx.counters["documents"] += batch.num_rows
             ctx.counters["tokens"] += int(lengths.sum())

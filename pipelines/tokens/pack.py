@@ -32,12 +32,12 @@ from __future__ import annotations
 from bisect import bisect_right, insort
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 
 
-@dataclass
-class Piece:
+class Piece(NamedTuple):  # a tuple: made once per document, so kept cheap
     doc: int  # the caller's index of the document (copy)
     offset: int  # first token of the piece within the document
     length: int
@@ -50,10 +50,7 @@ class Packed:
     tokens: np.ndarray
     segments: np.ndarray
     pieces: list[Piece]
-
-    @property
-    def padding(self) -> int:
-        return int(-self.segments[self.segments < 0].sum())
+    padding: int = 0  # padding tokens at the end (the negative segment, if any)
 
 
 @dataclass
@@ -73,7 +70,8 @@ def _close(seq: _Open, seq_len: int, pad_id: int) -> Packed:
         pos += piece.length
     if pos < seq_len:
         segs.append(pos - seq_len)
-    return Packed(tokens, np.array(segs, dtype=np.int32), [p for p, _ in seq.pieces])
+    pieces = [p for p, _ in seq.pieces]
+    return Packed(tokens, np.array(segs, dtype=np.int32), pieces, seq_len - pos)
 
 
 def pack(

@@ -32,7 +32,7 @@ import json
 import os
 import re
 import unicodedata
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal
@@ -207,6 +207,18 @@ class Tokenizer:
         out[:-1] = ids
         out[-1] = self.eot_id
         return out
+
+    def encode_docs(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``encode_doc`` of many documents into one buffer: (offsets int64[n + 1], ids int32);
+        document i is ``ids[offsets[i]:offsets[i + 1]]``. No per-document arrays are kept."""
+        parts = [self._encode_plain(t, as_numpy=True) for t in texts]
+        offsets = np.zeros(len(parts) + 1, np.int64)
+        np.cumsum(np.fromiter(map(len, parts), np.int64, len(parts)) + 1, out=offsets[1:])
+        ids = np.empty(int(offsets[-1]), np.int32)
+        for part, start in zip(parts, offsets[:-1].tolist(), strict=True):
+            ids[start : start + len(part)] = part
+        ids[offsets[1:] - 1] = self.eot_id
+        return offsets, ids
 
     def decode(self, ids: Iterable[int]) -> str:
         ids = list(ids)
