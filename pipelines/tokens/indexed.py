@@ -79,7 +79,7 @@ class IndexedWriter:
         return self
 
     def add(self, item: np.ndarray) -> None:
-        data = np.ascontiguousarray(item, dtype="<i4").tobytes()
+        data = memoryview(np.ascontiguousarray(item, dtype="<i4")).cast("B")  # no copy
         self._bin.write(data)
         self._sha.update(data)
         self._nbytes += len(data)

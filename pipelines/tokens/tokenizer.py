@@ -230,7 +230,7 @@ class Tokenizer:
         return f"Tokenizer({str(self.path)!r}, backend={self.backend!r}, sha256={self.sha256[:12]})"
 
 
-_LOADED: dict[tuple[str, str, str], Tokenizer] = {}
+_LOADED: dict[tuple[str, str, int, int], Tokenizer] = {}
 
 
 def load_tokenizer(path: str | os.PathLike | None = None, backend: Backend = "auto") -> Tokenizer:
@@ -238,9 +238,11 @@ def load_tokenizer(path: str | os.PathLike | None = None, backend: Backend = "au
 
     Building the backend costs ~0.7 s (the 11 MB tokenizer.json parsed, 151k ranks
     mapped); a worker that runs many tasks, or a scan and an export in one process,
-    shares one instance. Keyed by the file's sha256, so an edited file is reloaded."""
+    shares one instance. Keyed by the file's path, size and modification time, so an
+    edited file is reloaded (and ``_reload`` still compares the sha256 it was pickled with)."""
     p = Path(path) if path else qwen3_tokenizer_path()
-    key = (str(p.resolve()), backend, hashlib.sha256(p.read_bytes()).hexdigest())
+    st = p.stat()
+    key = (str(p.resolve()), backend, st.st_size, st.st_mtime_ns)
     if key not in _LOADED:
         _LOADED[key] = Tokenizer(p, backend)
     return _LOADED[key]
