@@ -25,9 +25,16 @@ from classifiers.lid.stage import LID_SCHEMA
 from classifiers.taggers import DomainTagger, QualityTagger, SafetyTagger
 from pipelines.dedup.minhash import ATTRIBUTE_SCHEMA as CLUSTER_SCHEMA
 from pipelines.mix.feed import mix_metadata, stage_documents
-from pipelines.mix.recipe import RECIPE_PATH, RecipeError, load_recipe, parse_recipe
+from pipelines.mix.recipe import (
+    RECIPE_PATH,
+    UNKNOWN,
+    RecipeError,
+    StageRecipe,
+    load_recipe,
+    parse_recipe,
+)
 from pipelines.mix.scan import LABEL_COLUMNS, SCAN_SCHEMA, scan_corpus
-from pipelines.mix.select import judge, judge_batch, label_row, mix_stage, uniform
+from pipelines.mix.select import edu_bucket, judge_batch, length_bucket, mix_stage, uniform
 from pipelines.runner import LocalRunner, StageFailed
 from pipelines.tokens.export import export_stage
 from pipelines.tokens.tokenizer import Tokenizer, qwen3
@@ -513,8 +520,39 @@ def test_export_refuses_ids_from_another_tokenizer_or_a_newer_scan(tmp_path: Pat
         next(stage_documents(sel, corpus2, tok.sha256))
 
 
+def label_row(row: dict) -> dict[str, str]:
+    """Reference: the labels a document is weighted and reported by (no length bucket)."""
+    return {
+        "source": row["source"],
+        "family": row["family"],
+        "lang": row["lang"] or UNKNOWN,
+        "domain": row["domain"] or UNKNOWN,
+        "edu": edu_bucket(row["edu_score"]),
+    }
+
+
+def judge(stage: StageRecipe, row: dict, labels: dict[str, str]) -> tuple[float, str]:
+    """Reference, one row at a time: (weight before length scaling, drop reason or "")."""
+    f = stage.filters
+    flagged = set(row["flags"] or ()) & set(f.drop_flags)
+    if flagged:
+        return 0.0, "safety:" + sorted(flagged)[0]
+    if f.min_edu_score > 0 and (row["edu_score"] or 0.0) < f.min_edu_score:
+        return 0.0, "edu_score"
+    if f.min_lang_score > 0 and (row["lang_score"] or 0.0) < f.min_lang_score:
+        return 0.0, "lang_score"
+    if row["n_tokens"] < f.min_tokens:
+        return 0.0, "min_tokens"
+    if stage.length_buckets and length_bucket(stage, row["n_tokens"]) is None:
+        return 0.0, "length"
+    w = stage.cluster_weight(row["cluster_size"] or 1)
+    for group, label in labels.items():
+        w *= stage.weight(group, label)
+    return w, ("weight_zero" if w == 0 else "")
+
+
 def test_batch_judging_equals_the_per_row_rules():
-    """judge_batch (what SelectStage runs) == label_row + judge, row for row."""
+    """judge_batch (what SelectStage runs) == the per-row reference rules, row for row."""
     rng = random.Random(9)
     stage = parse_recipe(
         recipe_doc(
@@ -551,9 +589,10 @@ def test_batch_judging_equals_the_per_row_rules():
     batch = pa.RecordBatch.from_pylist(
         rows, schema=pa.schema([SCAN_SCHEMA.field(n) for n in LABEL_COLUMNS])
     )
-    labels, w, reasons = judge_batch(stage, batch)
+    labels, w, reasons, buckets = judge_batch(stage, batch)
     for i, row in enumerate(rows):
         want = label_row(row)
         assert {g: labels[g][i] for g in want} == want
         assert (w[i], reasons[i]) == judge(stage, row, want), row
+        assert buckets[i] == length_bucket(stage, row["n_tokens"])
     assert {"safety:adult", "edu_score", "lang_score", "length", "weight_zero", ""} <= set(reasons)

@@ -86,37 +86,6 @@ def length_bucket(stage: StageRecipe, n_tokens: int) -> str | None:
     return None
 
 
-def label_row(row: dict[str, Any]) -> dict[str, str]:
-    """The labels a document is weighted and reported by (no length bucket)."""
-    return {
-        "source": row["source"],
-        "family": row["family"],
-        "lang": row["lang"] or UNKNOWN,
-        "domain": row["domain"] or UNKNOWN,
-        "edu": edu_bucket(row["edu_score"]),
-    }
-
-
-def judge(stage: StageRecipe, row: dict[str, Any], labels: dict[str, str]) -> tuple[float, str]:
-    """(weight before length scaling, drop reason or "") of one scan row."""
-    f = stage.filters
-    flagged = set(row["flags"] or ()) & set(f.drop_flags)
-    if flagged:
-        return 0.0, "safety:" + sorted(flagged)[0]
-    if f.min_edu_score > 0 and (row["edu_score"] or 0.0) < f.min_edu_score:
-        return 0.0, "edu_score"
-    if f.min_lang_score > 0 and (row["lang_score"] or 0.0) < f.min_lang_score:
-        return 0.0, "lang_score"
-    if row["n_tokens"] < f.min_tokens:
-        return 0.0, "min_tokens"
-    if stage.length_buckets and length_bucket(stage, row["n_tokens"]) is None:
-        return 0.0, "length"
-    w = stage.cluster_weight(row["cluster_size"] or 1)
-    for group, label in labels.items():
-        w *= stage.weight(group, label)
-    return w, ("weight_zero" if w == 0 else "")
-
-
 @dataclass
 class SelectStage(Stage):
     """Scan part -> the same rows with the stage's weight, repeats and drop reason."""
@@ -146,11 +115,9 @@ class SelectStage(Stage):
         c = ctx.counters
         for batch in batches:
             n = batch.num_rows
-            labels, w, reasons = judge_batch(stage, batch)
+            labels, w, reasons, buckets = judge_batch(stage, batch)
             n_tok = batch.column("n_tokens").to_numpy()
-            buckets: list[str | None] = [None] * n
             if stage.length_buckets:
-                buckets = [length_bucket(stage, int(k)) for k in n_tok]
                 scale = self.bucket_scales
                 w = w * np.array([scale.get(b, 0.0) if b else 1.0 for b in buckets])
                 labels["length"] = buckets  # None: outside every bucket (reason "length")
@@ -250,11 +217,14 @@ def count_batch(
 
 def judge_batch(
     stage: StageRecipe, batch: pa.RecordBatch
-) -> tuple[dict[str, list[str]], np.ndarray, list[str]]:
-    """``label_row`` and ``judge`` over a batch of scan rows, column by column.
+) -> tuple[dict[str, list[str]], np.ndarray, list[str], list[str | None]]:
+    """Labels, weight and drop reason of every scan row in a batch, column by column.
 
-    Returns the labels per group (no length bucket), the weights before length scaling
-    and the drop reasons ("" when none); equal, row for row, to the per-row functions.
+    Returns the labels per group (source, family, lang, domain, edu; no length bucket),
+    the weights before length scaling (0 for a dropped row), the drop reasons ("" when
+    none) and each row's length bucket (None: none, or the stage has no buckets).
+    Reasons in priority order: ``safety:<first flag>``, ``edu_score``, ``lang_score``,
+    ``min_tokens``, ``length``, then ``weight_zero`` for a weight of 0.
     """
     n = batch.num_rows
 
@@ -279,9 +249,10 @@ def judge_batch(
     f = stage.filters
     reasons = np.full(n, "", dtype=object)  # lowest priority first, later rules overwrite
     n_tok = batch.column("n_tokens").to_numpy()
+    buckets: list[str | None] = [None] * n
     if stage.length_buckets:
-        outside = [length_bucket(stage, int(k)) is None for k in n_tok]
-        reasons[np.array(outside, dtype=bool)] = "length"
+        buckets = [length_bucket(stage, k) for k in n_tok.tolist()]
+        reasons[np.array([b is None for b in buckets], dtype=bool)] = "length"
     reasons[n_tok < f.min_tokens] = "min_tokens"
     if f.min_lang_score > 0:
         scores = np.array([x or 0.0 for x in col("lang_score")])
@@ -300,7 +271,7 @@ def judge_batch(
         if not reasons[i]:
             reasons[i] = "weight_zero"
     w[[bool(r) and r != "weight_zero" for r in reasons]] = 0.0
-    return labels, w, reasons
+    return labels, w, reasons, buckets
 
 
 def stage_from_config(d: dict[str, Any]) -> StageRecipe:
@@ -323,13 +294,14 @@ def solve_length_shares(
     per: dict[str, list[tuple[int, float, float]]] = {b.name: [] for b in stage.length_buckets}
     for path, _ in scan.shard_infos():
         for batch in iter_batches(scan.fs, path, columns=LABEL_COLUMNS):
-            _, weights, reasons = judge_batch(stage, batch)
+            _, weights, reasons, buckets = judge_batch(stage, batch)
             n_tok = batch.column("n_tokens").to_pylist()
             doc_ids = batch.column("doc_id").to_pylist()
-            for n, w, reason, doc_id in zip(n_tok, weights.tolist(), reasons, doc_ids, strict=True):
+            rows = zip(n_tok, weights.tolist(), reasons, buckets, doc_ids, strict=True)
+            for n, w, reason, bucket, doc_id in rows:
                 if reason or w == 0:
                     continue
-                per[length_bucket(stage, n)].append((n, w, uniform(seed, stage.name, doc_id)))
+                per[bucket].append((n, w, uniform(seed, stage.name, doc_id)))
     arrays = {k: np.array(v, dtype=np.float64).reshape(-1, 3) for k, v in per.items()}
     mass = {k: float((a[:, 0] * a[:, 1]).sum()) for k, a in arrays.items()}
     empty = [b.name for b in stage.length_buckets if mass[b.name] == 0]
