@@ -249,3 +249,6 @@ def test_pretokenised_input_gives_the_same_bytes(clean: Path, tmp_path: Path, to
     no_eot = TokenBatch(["d0"], np.array([0, 2]), tok.encode_doc("some text")[:-1], np.array([1]))
     with pytest.raises(ValueError, match=r"'d0': pre-tokenised ids must end with <\|endoftext\|>"):
         export_stage([no_eot], output_dir(tmp_path / "x"), SEQ, tok, processes=1, parts=1)
+    one_id = TokenBatch(["d1"], np.array([0, 1]), np.array([5], np.int32), np.array([1]))
+    with pytest.raises(ValueError, match=r"'d1': pre-tokenised ids must end with"):  # not "empty"
+        export_stage([one_id], output_dir(tmp_path / "y"), SEQ, tok, processes=1, parts=1)

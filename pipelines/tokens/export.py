@@ -51,7 +51,7 @@ import xxhash
 
 from pipelines.tokens.indexed import IndexedWriter
 from pipelines.tokens.pack import pack
-from pipelines.tokens.token_batch import Plan, TokenBatch, copy_key, plan
+from pipelines.tokens.token_batch import Plan, TokenBatch, plan
 from pipelines.tokens.tokenizer import Tokenizer
 from storage.fs import Filesystem
 from storage.layout import OutputDir
@@ -132,34 +132,31 @@ def _batch_digest(batch: list[tuple[str, str, int, dict]] | TokenBatch) -> str:
 
 
 def _tokenize_batch(fs: Filesystem, work: str, b: int, batch, cfg: ExportConfig, digest: str):
-    """Pass 1 for a batch of text rows (in a worker): tokenise, then spill."""
+    """Pass 1 for a batch of text rows (in a worker): tokenise the wanted documents into a
+    TokenBatch and spill it as any TokenBatch; empty and repeats-0 rows are only counted."""
     tok = _TOKENIZER
-    counters: Counter = Counter()
-    ids_list, doc_ids, copies = [], [], []
-    for doc_id, text, repeats, labels in batch:
-        counters["documents_in"] += 1
-        if repeats == 0 or not text:
-            counters["documents_dropped" if text else "documents_empty"] += 1
-            continue
-        ids = tok.encode_doc(text)
-        doc = len(doc_ids)
-        doc_ids.append(doc_id)
-        ids_list.append(ids)
-        counters["documents"] += 1
-        counters["document_copies"] += repeats
-        counters["tokens_unique"] += len(ids)
-        counters["tokens"] += len(ids) * repeats
-        for key, value in labels.items():
-            counters[f"tokens.{key}={value}"] += len(ids) * repeats
-        for c in range(repeats):
-            k = copy_key(cfg.seed, doc_id, c)
-            copies.append((k % cfg.parts, k, doc, c))
-    lengths = np.array([len(x) for x in ids_list], dtype=np.int64)
-    offsets = np.zeros(len(lengths), dtype=np.int64)
-    np.cumsum(lengths[:-1], out=offsets[1:])
-    tokens = np.concatenate(ids_list) if ids_list else np.zeros(0, np.int32)
-    table = np.array(sorted(copies), dtype=np.uint64).reshape(-1, 4)
-    return _spill(fs, work, b, Plan(tokens, offsets, lengths, table, doc_ids, counters), digest)
+    wanted = [row for row in batch if row[1] and row[2] > 0]
+    skipped = Counter(
+        "documents_dropped" if text else "documents_empty"
+        for _, text, repeats, _ in batch
+        if not (text and repeats > 0)
+    )
+    offsets, values = tok.encode_docs([text for _, text, _, _ in wanted])
+    keys = sorted({key for *_, labels in wanted for key in labels})
+    tb = TokenBatch(
+        doc_ids=[doc_id for doc_id, *_ in wanted],
+        offsets=offsets,
+        values=values,
+        repeats=np.array([repeats for _, _, repeats, _ in wanted], np.int64),
+        labels={  # as str, like the counter keys of a label map; missing: null
+            k: pa.array([str(lab[k]) if k in lab else None for *_, lab in wanted], pa.string())
+            for k in keys
+        },
+    )
+    p = plan(tb, cfg.seed, cfg.parts, tok.eot_id)
+    p.counters.update(skipped)
+    p.counters["documents_in"] = len(batch)
+    return _spill(fs, work, b, p, digest)
 
 
 def _spill_token_batch(fs: Filesystem, work: str, b: int, tb: TokenBatch, cfg, digest, eot_id):
@@ -199,11 +196,12 @@ def _xxh(data: bytes) -> str:
 
 
 def _spill_intact(fs: Filesystem, work: str, b: int, marker: dict) -> bool:
+    """The spill files are there with the content the marker recorded."""
     prefix = posixpath.join(work, f"b{b:06d}")
+    spill = marker.get("spill")  # absent: a marker from before spill hashes; redo the batch
     try:
-        return all(
-            _xxh(fs.read_bytes(f"{prefix}.{name}")) == digest
-            for name, digest in marker.get("spill", {"-": ""}).items()
+        return bool(spill) and all(
+            _xxh(fs.read_bytes(f"{prefix}.{name}")) == digest for name, digest in spill.items()
         )
     except FileNotFoundError:
         return False

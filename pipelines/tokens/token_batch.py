@@ -78,11 +78,11 @@ def plan(tb: TokenBatch, seed: int, parts: int, eot_id: int) -> Plan:
     lengths_all = offsets[1:] - offsets[:-1]
     if len(repeats) != n or len(offsets) != n + 1 or (repeats < 0).any():
         raise ValueError(f"TokenBatch of {n} documents: offsets/repeats do not match or < 0")
-    empty = lengths_all == 1  # only <|endoftext|>: an empty text, as the text path drops it
+    last = tb.values[np.maximum(offsets[1:] - 1, 0)] if len(tb.values) else np.zeros(n, np.int32)
+    empty = (lengths_all == 1) & (last == eot_id)  # only <|endoftext|>: an empty text
     keep = np.flatnonzero((repeats > 0) & ~empty)
     lengths = lengths_all[keep]
-    ends = offsets[keep + 1] - 1
-    bad = np.flatnonzero((lengths < 1) | (tb.values[np.maximum(ends, 0)] != eot_id))
+    bad = np.flatnonzero((lengths < 1) | (last[keep] != eot_id))
     if len(bad):
         i = int(keep[bad[0]])
         raise ValueError(
@@ -110,8 +110,8 @@ def plan(tb: TokenBatch, seed: int, parts: int, eot_id: int) -> Plan:
 
     c: Counter = Counter()
     c["documents_in"] += n
-    c["documents_empty"] += int((empty & (repeats > 0)).sum())
-    c["documents_dropped"] += int((repeats == 0).sum())
+    c["documents_empty"] += int(empty.sum())  # as the text path counts them
+    c["documents_dropped"] += int(((repeats == 0) & ~empty).sum())
     c["documents"] += len(keep)
     c["document_copies"] += int(reps.sum())
     c["tokens_unique"] += total
