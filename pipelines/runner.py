@@ -27,6 +27,7 @@ from pipelines.stage import Stage, StageContext, Task, shard_tasks
 from storage.fs import Filesystem
 from storage.layout import OutputDir
 from storage.manifest import Manifest, ShardInfo, config_hash
+from storage.overlap import read_ahead, write_shard_behind
 from storage.schema import QUARANTINE_SCHEMA
 from storage.shards import write_shard
 
@@ -43,8 +44,8 @@ def run_task(
     """Run one task to completion and write its shards and completion marker."""
     t0 = time.perf_counter()
     ctx = StageContext(stage.name, task.input)
-    batches = stage.process(stage.open_input(in_fs, task), ctx)
-    shard = write_shard(
+    batches = stage.process(read_ahead(stage.open_input(in_fs, task)), ctx)
+    shard = write_shard_behind(
         out.fs, out.shard_path(task.part), batches, stage.output_schema, stage.bulk_columns
     )
     quarantine = None

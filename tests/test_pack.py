@@ -252,3 +252,17 @@ def test_pretokenised_input_gives_the_same_bytes(clean: Path, tmp_path: Path, to
     one_id = TokenBatch(["d1"], np.array([0, 1]), np.array([5], np.int32), np.array([1]))
     with pytest.raises(ValueError, match=r"'d1': pre-tokenised ids must end with"):  # not "empty"
         export_stage([one_id], output_dir(tmp_path / "y"), SEQ, tok, processes=1, parts=1)
+
+
+def test_parts_built_in_small_chunks_give_the_same_bytes(
+    clean: Path, tmp_path: Path, tok, monkeypatch
+):
+    """A part's sequences are materialised a chunk at a time (``PACK_CHUNK_TOKENS``):
+    3 sequences per chunk, so chunk edges fall everywhere, must not change a byte."""
+    import pipelines.tokens.export as export
+
+    monkeypatch.setattr(export, "PACK_CHUNK_TOKENS", 3 * SEQ)
+    export_stage(stage_docs(), output_dir(tmp_path), SEQ, tok, processes=1, **EXPORT)
+    assert files(tmp_path) == files(clean)
+    sequences = json.loads((tmp_path / "_manifest.json").read_text())["counters"]["sequences"]
+    assert sequences > 3 * EXPORT["parts"]  # more than one chunk per part

@@ -70,14 +70,18 @@ def stage_documents(
             lo, hi = np.searchsorted(rows, [offset, offset + batch.num_rows])
             if hi > lo:
                 want = sel.slice(lo, hi - lo)
-                at = pa.array(rows[lo:hi] - offset)
-                doc_ids = batch.column("doc_id").take(at)
+                first = int(rows[lo]) - offset
+                if int(rows[hi - 1]) - offset - first == hi - lo - 1:  # a run of rows: no copy
+                    scanned = batch.slice(first, hi - lo)
+                else:
+                    scanned = batch.take(pa.array(rows[lo:hi] - offset))
+                doc_ids = scanned.column("doc_id")
                 if not doc_ids.equals(want.column("doc_id").combine_chunks()):
                     raise ManifestError(
                         f"{scan_path}: rows {offset}..{offset + batch.num_rows} do not hold the "
                         f"documents the selection {path} expects; re-run the mix"
                     )
-                offsets, values = ids_columns(batch.column("ids").take(at))
+                offsets, values = ids_columns(scanned.column("ids"))
                 yield TokenBatch(
                     doc_ids=doc_ids.to_pylist(),
                     offsets=offsets,

@@ -24,8 +24,9 @@ Design choices:
   The scan's config carries the tokenizer's sha256; the export checks it.
 - ``ids`` is large_binary (a document's int32 ids, little-endian), not list<int32>:
   Arrow builds it from the token buffer without a copy, and Parquet writes it ~3x
-  faster and reads it ~2x faster (no repetition levels; zstd level 1, no
-  dictionary: ``bulk_columns``). ``ids_columns`` turns it back into numpy arrays.
+  faster and reads it ~2x faster (no repetition levels; LZ4, no dictionary:
+  ``bulk_columns``, see ``storage.shards.write_shard``). ``ids_columns`` turns it back
+  into numpy arrays.
 """
 
 from __future__ import annotations

@@ -50,7 +50,7 @@ import pyarrow.parquet as pq
 import xxhash
 
 from pipelines.tokens.indexed import IndexedWriter
-from pipelines.tokens.pack import pack
+from pipelines.tokens.pack import placements
 from pipelines.tokens.token_batch import Plan, TokenBatch, plan
 from pipelines.tokens.tokenizer import Tokenizer
 from storage.fs import Filesystem
@@ -168,9 +168,14 @@ def _spill(fs: Filesystem, work: str, b: int, p: Plan, digest: str):
     """Write a batch's spill files and its marker. The spill is scratch: written without
     fsync, its xxh3 recorded in the marker and checked before a resumed run trusts it."""
     prefix = posixpath.join(work, f"b{b:06d}")
-    buf = io.BytesIO()
-    np.save(buf, p.tokens)
-    tokens = buf.getvalue()
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(header, np.lib.format.header_data_from_array_1_0(p.tokens))
+    tokens = memoryview(np.ascontiguousarray(p.tokens)).cast("B")  # written as is, no copy
+    h = xxhash.xxh3_128(header.getvalue())
+    h.update(tokens)
+    with fs.atomic_writer(prefix + ".tokens.npy", durable=False) as f:
+        f.write(header.getvalue())
+        f.write(tokens)
     buf = io.BytesIO()
     np.savez(
         buf,
@@ -180,12 +185,11 @@ def _spill(fs: Filesystem, work: str, b: int, p: Plan, digest: str):
         doc_ids=np.array(p.doc_ids, str),
     )
     docs = buf.getvalue()
-    fs.write_bytes(prefix + ".tokens.npy", tokens, durable=False)
     fs.write_bytes(prefix + ".docs.npz", docs, durable=False)
     marker = {
         "digest": digest,
         "counters": dict(p.counters),
-        "spill": {"tokens.npy": _xxh(tokens), "docs.npz": _xxh(docs)},
+        "spill": {"tokens.npy": h.hexdigest(), "docs.npz": _xxh(docs)},
     }
     fs.write_bytes(prefix + ".done.json", json.dumps(marker, sort_keys=True).encode())
     return b, marker
@@ -228,58 +232,111 @@ def _pack_part(fs: Filesystem, work: str, folder: str, p: int, n_batches: int, c
             np.stack([sel[:, 1], np.full(len(sel), b, np.uint64), sel[:, 2], sel[:, 3]], 1)
         )
         t["tokens"] = _load_tokens(fs, prefix + ".tokens.npy") if hi > lo else None
-        t["doc_ids"] = t["doc_ids"].tolist()
-        t["offsets"], t["lengths"] = t["offsets"].tolist(), t["lengths"].tolist()
         tables.append(t)
     chosen = np.concatenate(picked) if picked else np.zeros((0, 4), np.uint64)
     chosen = chosen[np.lexsort(chosen.T[::-1])].astype(np.int64)  # by key, then batch, doc, copy
-    order = chosen[:, 1:].tolist()  # (batch, doc, copy) in packing order
+    # per copy, in packing order: its batch, its document there, where its tokens start, length
+    batch, doc, copy = chosen[:, 1], chosen[:, 2], chosen[:, 3]
+    src, length = np.zeros(len(chosen), np.int64), np.zeros(len(chosen), np.int64)
+    for b in np.unique(batch).tolist():
+        at = np.flatnonzero(batch == b)
+        src[at], length[at] = tables[b]["offsets"][doc[at]], tables[b]["lengths"][doc[at]]
 
-    def docs():
-        for b, d, _ in order:
-            t = tables[b]
-            yield t["tokens"][t["offsets"][d] : t["offsets"][d] + t["lengths"][d]]
-
+    lay = _layout(length.tolist(), cfg.seq_len, cfg.open_sequences)
     name = part_name(p)
     prefix = posixpath.join(folder, name)
-    p_seq, p_start, p_len, p_doc, p_copy, p_off = [], [], [], [], [], []
-    padding = 0
     with IndexedWriter(fs, prefix) as seqs, IndexedWriter(fs, prefix + ".seg") as segs:
-        for s, packed in enumerate(pack(docs(), cfg.seq_len, pad_id, cfg.open_sequences)):
-            seqs.add(packed.tokens)
-            segs.add(packed.segments)
-            padding += packed.padding
-            start = 0
-            for piece in packed.pieces:
-                b, d, c = order[piece.doc]
-                p_seq.append(s)
-                p_start.append(start)
-                p_len.append(piece.length)
-                p_doc.append(tables[b]["doc_ids"][d])
-                p_copy.append(c)
-                p_off.append(piece.offset)
-                start += piece.length
-    columns = (p_seq, p_start, p_len, p_doc, p_copy, p_off)
-    prov = dict(zip(PROVENANCE_SCHEMA.names, columns, strict=True))
+        tokens = [t["tokens"] for t in tables]
+        piece_batch = batch[lay.copy].tolist()
+        piece_src = (src[lay.copy] + lay.offset).tolist()
+        piece_len = lay.length.tolist()
+        dest = lay.seq * cfg.seq_len + lay.start
+        per_chunk = max(1, PACK_CHUNK_TOKENS // cfg.seq_len)  # sequences built at a time
+        chunk = np.empty(min(per_chunk, lay.sequences) * cfg.seq_len, np.int32)
+        for s0 in range(0, lay.sequences, per_chunk):
+            s1 = min(lay.sequences, s0 + per_chunk)
+            buf = chunk[: (s1 - s0) * cfg.seq_len]
+            buf.fill(pad_id)
+            lo, hi = int(lay.first[s0]), int(lay.first[s1])
+            for b, at, to, n in zip(
+                piece_batch[lo:hi],
+                piece_src[lo:hi],
+                (dest[lo:hi] - s0 * cfg.seq_len).tolist(),
+                piece_len[lo:hi],
+                strict=True,
+            ):
+                buf[to : to + n] = tokens[b][at : at + n]
+            seqs.add_many(buf, np.full(s1 - s0, cfg.seq_len))
+        segs.add_many(*lay.segments())
+    piece_doc = doc[lay.copy].tolist()
+    doc_ids = [tables[b]["doc_ids"][d] for b, d in zip(piece_batch, piece_doc, strict=True)]
+    prov = {
+        "sequence": lay.seq,
+        "start": lay.start.astype(np.int32),
+        "length": lay.length.astype(np.int32),
+        "doc_id": pa.array(doc_ids, pa.string()),
+        "copy": copy[lay.copy].astype(np.int32),
+        "doc_offset": lay.offset,
+    }
     buf = io.BytesIO()
     pq.write_table(pa.table(prov, schema=PROVENANCE_SCHEMA), buf, compression="zstd")
     fs.write_bytes(prefix + ".docs.parquet", buf.getvalue())
-    sequences = len(seqs.sizes)
-    prov_info = ShardInfo(
-        name + ".docs.parquet", len(prov["sequence"]), buf.tell(), _sha256(buf.getvalue())
-    )
+    padding = int(lay.padding.sum())
+    prov_info = ShardInfo(name + ".docs.parquet", len(lay.seq), buf.tell(), _sha256(buf.getvalue()))
     record = {
         "part": name,
         "config_hash": chash,
         "files": [i.__dict__ for i in (*_infos(seqs), *_infos(segs), prov_info)],
-        "sequences": sequences,
-        "tokens": sequences * cfg.seq_len - padding,
+        "sequences": lay.sequences,
+        "tokens": lay.sequences * cfg.seq_len - padding,
         "padding": padding,
-        "copies": len(order),
+        "copies": len(chosen),
         "seconds": time.perf_counter() - t0,
     }
     OutputDir(fs, folder).mark_done(name, record)
     return record
+
+
+PACK_CHUNK_TOKENS = 1 << 20  # a part's sequences are built and written 4 MB at a time
+
+
+@dataclass
+class _Layout:
+    """A part's packing as arrays over its pieces, grouped by sequence in output order."""
+
+    sequences: int
+    first: np.ndarray  # int64[sequences + 1]: first piece of each sequence (and the end)
+    seq: np.ndarray  # per piece: its sequence
+    start: np.ndarray  # its first position in the sequence
+    copy: np.ndarray  # the copy (index in packing order) it comes from
+    offset: np.ndarray  # its first token within that copy
+    length: np.ndarray
+    padding: np.ndarray  # int64[sequences]: padding at the end of each sequence
+
+    def segments(self) -> tuple[np.ndarray, np.ndarray]:
+        """(values, sizes) of the .seg items: each sequence's piece lengths, then -padding."""
+        pads = self.padding > 0
+        sizes = np.diff(self.first) + pads
+        ends = np.cumsum(sizes)
+        values = np.zeros(int(ends[-1]) if len(ends) else 0, np.int32)
+        piece = np.arange(len(self.seq), dtype=np.int64)
+        values[(ends - sizes)[self.seq] + piece - self.first[self.seq]] = self.length
+        values[ends[pads] - 1] = -self.padding[pads]
+        return values, sizes
+
+
+def _layout(lengths: list[int], seq_len: int, open_sequences: int) -> _Layout:
+    placed = list(placements(lengths, seq_len, open_sequences))
+    counts = np.fromiter(map(len, placed), np.int64, len(placed))
+    flat = np.array([piece for pieces in placed for piece in pieces], np.int64).reshape(-1, 3)
+    first = np.zeros(len(placed) + 1, np.int64)
+    np.cumsum(counts, out=first[1:])
+    seq = np.repeat(np.arange(len(placed), dtype=np.int64), counts)
+    length = flat[:, 2]
+    before = np.cumsum(length) - length  # tokens of all earlier pieces
+    start = before - before[first[:-1]][seq] if len(seq) else before
+    fill = np.add.reduceat(length, first[:-1]) if len(seq) else np.zeros(0, np.int64)
+    return _Layout(len(placed), first, seq, start, flat[:, 0], flat[:, 1], length, seq_len - fill)
 
 
 def _infos(w: IndexedWriter) -> tuple[ShardInfo, ShardInfo]:

@@ -68,7 +68,7 @@ class IndexedWriter:
 
     def __init__(self, fs: Filesystem, prefix: str):
         self.fs, self.prefix = fs, prefix
-        self.sizes: list[int] = []
+        self.sizes: list[int] = []  # values per item
         self.result: WrittenDataset | None = None
 
     def __enter__(self) -> IndexedWriter:
@@ -84,6 +84,16 @@ class IndexedWriter:
         self._sha.update(data)
         self._nbytes += len(data)
         self.sizes.append(len(data) // 4)
+
+    def add_many(self, values: np.ndarray, sizes: np.ndarray) -> None:
+        """Items back to back in one buffer: item i is the next ``sizes[i]`` values."""
+        data = memoryview(np.ascontiguousarray(values, dtype="<i4")).cast("B")
+        if len(data) != 4 * int(np.sum(sizes)):
+            raise ValueError(f"{len(data) // 4} values for items of {int(np.sum(sizes))} in all")
+        self._bin.write(data)
+        self._sha.update(data)
+        self._nbytes += len(data)
+        self.sizes.extend(np.asarray(sizes, np.int64).tolist())
 
     def __exit__(self, exc_type, exc, tb) -> bool | None:
         if exc_type is not None:

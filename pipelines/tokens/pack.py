@@ -31,7 +31,7 @@ from __future__ import annotations
 
 from bisect import bisect_right, insort
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import NamedTuple
 
 import numpy as np
@@ -53,48 +53,23 @@ class Packed:
     padding: int = 0  # padding tokens at the end (the negative segment, if any)
 
 
-@dataclass
-class _Open:
-    serial: int
-    pieces: list[tuple[Piece, np.ndarray]] = field(default_factory=list)
-    fill: int = 0
-
-
-def _close(seq: _Open, seq_len: int, pad_id: int) -> Packed:
-    tokens = np.full(seq_len, pad_id, dtype=np.int32)
-    segs = []
-    pos = 0
-    for piece, ids in seq.pieces:
-        tokens[pos : pos + piece.length] = ids
-        segs.append(piece.length)
-        pos += piece.length
-    if pos < seq_len:
-        segs.append(pos - seq_len)
-    pieces = [p for p, _ in seq.pieces]
-    return Packed(tokens, np.array(segs, dtype=np.int32), pieces, seq_len - pos)
-
-
-def pack(
-    docs: Iterable[np.ndarray], seq_len: int, pad_id: int, open_sequences: int = 64
-) -> Iterator[Packed]:
-    """Pack documents (in the given order, indexed from 0) into sequences of ``seq_len``."""
+def placements(
+    lengths: Iterable[int], seq_len: int, open_sequences: int = 64
+) -> Iterator[list[tuple[int, int, int]]]:
+    """The packing itself, on document lengths only: yields each sequence's pieces as
+    (doc, offset, length) tuples (``Piece`` fields; plain tuples are cheaper), in sequence
+    order, as the sequence is closed; a sequence is padded after its pieces."""
     if seq_len < 1 or open_sequences < 1:
         raise ValueError(f"seq_len ({seq_len}) and open_sequences ({open_sequences}) must be >= 1")
     # the open sequences, sorted by (fill, -serial): best fit for ``rest`` tokens is the
     # last entry with fill <= seq_len - rest (ties: the oldest), the fullest is the last
     order: list[tuple[int, int]] = []
-    window: dict[int, _Open] = {}
+    window: dict[int, list[tuple[int, int, int]]] = {}
     serial = 0
-    for doc, ids in enumerate(docs):
-        n = len(ids)
+    for doc, n in enumerate(lengths):
         off = 0
         while n - off >= seq_len:
-            piece = Piece(doc, off, seq_len)
-            yield Packed(
-                np.asarray(ids[off : off + seq_len], dtype=np.int32),
-                np.array([seq_len], dtype=np.int32),
-                [piece],
-            )
+            yield [(doc, off, seq_len)]
             off += seq_len
         rest = n - off
         if rest == 0:
@@ -102,22 +77,50 @@ def pack(
         at = bisect_right(order, (seq_len - rest, 1))  # (fill, -serial) <= (limit, any)
         if at:
             fill, neg = order.pop(at - 1)
-            best = window[-neg]
+            key = -neg
         else:
             if len(order) == open_sequences:
                 _, neg = order.pop()
-                yield _close(window.pop(-neg), seq_len, pad_id)
-            best = window[serial] = _Open(serial)
+                yield window.pop(-neg)
+            key, fill = serial, 0
+            window[key] = []
             serial += 1
-        best.pieces.append((Piece(doc, off, rest), ids[off:]))
-        best.fill += rest
-        if best.fill == seq_len:
-            del window[best.serial]
-            yield _close(best, seq_len, pad_id)
+        window[key].append((doc, off, rest))
+        fill += rest
+        if fill == seq_len:
+            yield window.pop(key)
         else:
-            insort(order, (best.fill, -best.serial))
+            insort(order, (fill, -key))
     for key in sorted(window):
-        yield _close(window[key], seq_len, pad_id)
+        yield window[key]
+
+
+def pack(
+    docs: Iterable[np.ndarray], seq_len: int, pad_id: int, open_sequences: int = 64
+) -> Iterator[Packed]:
+    """Pack documents (in the given order, indexed from 0) into sequences of ``seq_len``.
+
+    ``placements`` decides; this keeps each document's ids until its last piece is out."""
+    held: dict[int, np.ndarray] = {}
+
+    def lengths() -> Iterator[int]:
+        for doc, ids in enumerate(docs):
+            if len(ids):
+                held[doc] = ids
+            yield len(ids)
+
+    for pieces in placements(lengths(), seq_len, open_sequences):
+        tokens = np.full(seq_len, pad_id, dtype=np.int32)
+        pos = 0
+        for doc, off, n in pieces:
+            ids = held[doc]
+            tokens[pos : pos + n] = ids[off : off + n]
+            pos += n
+            if off + n == len(ids):
+                del held[doc]
+        segs = [n for _, _, n in pieces] + ([pos - seq_len] if pos < seq_len else [])
+        pieces = [Piece(*p) for p in pieces]
+        yield Packed(tokens, np.array(segs, dtype=np.int32), pieces, seq_len - pos)
 
 
 @dataclass(frozen=True)

@@ -71,6 +71,18 @@ def copy_key(seed: int, doc_id: str, copy: int) -> int:
     return xxhash.xxh3_64_intdigest(f"{doc_id}\0{copy}".encode(), seed=seed)
 
 
+def _kept_tokens(values: np.ndarray, offsets: np.ndarray, keep: np.ndarray) -> np.ndarray:
+    """The kept documents' ids back to back: one slice per run of consecutive documents
+    (all of a batch, usually: a view, no copy)."""
+    if len(keep) == 0:
+        return np.zeros(0, np.int32)
+    cut = np.flatnonzero(np.diff(keep) != 1) + 1
+    lo = offsets[keep[np.r_[0, cut]]].tolist()
+    hi = offsets[keep[np.r_[cut - 1, len(keep) - 1]] + 1].tolist()
+    runs = [values[a:b] for a, b in zip(lo, hi, strict=True)]
+    return np.ascontiguousarray(runs[0] if len(runs) == 1 else np.concatenate(runs), np.int32)
+
+
 def plan(tb: TokenBatch, seed: int, parts: int, eot_id: int) -> Plan:
     n = len(tb)
     repeats = np.asarray(tb.repeats, np.int64)
@@ -91,9 +103,7 @@ def plan(tb: TokenBatch, seed: int, parts: int, eot_id: int) -> Plan:
     starts = np.zeros(len(keep), np.int64)
     np.cumsum(lengths[:-1], out=starts[1:])
     total = int(lengths.sum())
-    # gather: output position j of document k reads values[offsets[keep[k]] + j - starts[k]]
-    gather = np.repeat(offsets[keep] - starts, lengths) + np.arange(total, dtype=np.int64)
-    tokens = np.ascontiguousarray(tb.values[gather], np.int32)
+    tokens = _kept_tokens(tb.values, offsets, keep)
 
     kept_ids = [tb.doc_ids[i] for i in keep.tolist()]
     reps = repeats[keep]
