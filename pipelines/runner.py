@@ -20,7 +20,8 @@ import traceback
 from collections import Counter
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
-from dataclasses import dataclass, replace
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pipelines.stage import Stage, StageContext, Task, shard_tasks
@@ -82,13 +83,43 @@ def _run_task_safe(stage, in_fs, out, task, chash):
 
 @dataclass
 class LocalRunner:
-    """Runs a stage over tasks on this machine. ``processes=0`` means one per core."""
+    """Runs a stage over tasks on this machine. ``processes=0`` means one per core.
+
+    Each ``run`` starts (and stops) its own pool of spawned worker processes. Used as a
+    context manager, the runner keeps one pool for every run inside the ``with`` block
+    and hands it to whoever else needs one (``pool()``: the export of a stage), so the
+    workers start and import once: ``with LocalRunner(2) as runner: mix_stage(...,
+    runner); export_stage(..., pool=runner.pool())``."""
 
     processes: int = 0
+    _shared: bool = field(default=False, init=False, repr=False, compare=False)
+    _pool: ProcessPoolExecutor | None = field(default=None, init=False, repr=False, compare=False)
 
     def workers(self, n_tasks: int) -> int:
         n = self.processes or os.cpu_count() or 1
         return max(1, min(n, n_tasks))
+
+    def __enter__(self) -> LocalRunner:
+        self._shared = True
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._shared = False
+        if self._pool is not None:
+            self._pool.shutdown()
+            self._pool = None
+
+    def __getstate__(self) -> dict[str, Any]:  # a pool does not travel
+        return {**self.__dict__, "_shared": False, "_pool": None}
+
+    def pool(self) -> ProcessPoolExecutor | None:
+        """Inside ``with runner:`` the shared pool (started on first use); else None."""
+        if not self._shared or self.workers(1 << 30) == 1:
+            return None
+        if self._pool is None:
+            ctx = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(max_workers=self.workers(1 << 30), mp_context=ctx)
+        return self._pool
 
     def run(
         self,
@@ -194,24 +225,34 @@ class LocalRunner:
             for task in pending:
                 collect(_run_task_safe(stage, in_fs, out, task, chash))
             return failures
-        ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-            futures = {pool.submit(_run_task_safe, stage, in_fs, out, t, chash): t for t in pending}
-            while futures:
-                finished, _ = wait(futures, return_when=FIRST_COMPLETED)
-                for fut in finished:
-                    task = futures.pop(fut)
-                    try:
-                        collect(fut.result())
-                    except Exception as exc:  # a worker process died (OOM kill, segfault)
-                        collect(
-                            {
-                                "part": task.part,
-                                "input": task.input,
-                                "error": f"worker died: {exc!r}",
-                            }
-                        )
+        shared = self.pool()
+        if shared is None:
+            ctx = multiprocessing.get_context("spawn")
+            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+                self._run_on(pool, stage, in_fs, out, pending, chash, collect)
+            return failures
+        if not self._run_on(shared, stage, in_fs, out, pending, chash, collect):
+            shared.shutdown(wait=False)  # broken by a dead worker: the next run starts anew
+            self._pool = None
         return failures
+
+    @staticmethod
+    def _run_on(pool, stage, in_fs, out, pending, chash, collect) -> bool:
+        """Run the tasks on ``pool``; False when a worker process died (the pool is broken)."""
+        healthy = True
+        futures = {pool.submit(_run_task_safe, stage, in_fs, out, t, chash): t for t in pending}
+        while futures:
+            finished, _ = wait(futures, return_when=FIRST_COMPLETED)
+            for fut in finished:
+                task = futures.pop(fut)
+                try:
+                    collect(fut.result())
+                except Exception as exc:  # a worker process died (OOM kill, segfault)
+                    healthy = healthy and not isinstance(exc, BrokenProcessPool)
+                    collect(
+                        {"part": task.part, "input": task.input, "error": f"worker died: {exc!r}"}
+                    )
+        return healthy
 
     @staticmethod
     def _remove_stale(out: OutputDir, parts: set[str]) -> None:

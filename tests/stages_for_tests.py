@@ -161,3 +161,22 @@ def run_slow(source_folder: str, out_folder: str, delay: float, processes: int) 
     LocalRunner(processes=processes).run(
         SlowUpperStage(delay=delay), shard_tasks(source), out, in_fs=source.fs, progress=print
     )
+
+
+@dataclass
+class WorkerPidStage(Stage):
+    """Passes documents through and counts them under ``pid.<worker pid>``; a text with
+    ``DIE`` ends the worker process on the spot (``os._exit``), as an OOM kill would."""
+
+    name: ClassVar[str] = "test/worker_pid"
+    version: ClassVar[str] = "1"
+    output_schema: ClassVar[pa.Schema] = DOC_SCHEMA
+
+    def process(
+        self, batches: Iterator[pa.RecordBatch], ctx: StageContext
+    ) -> Iterator[pa.RecordBatch]:
+        for batch in batches:
+            if any("DIE" in t for t in batch.column("text").to_pylist()):
+                os._exit(3)
+            ctx.counters[f"pid.{os.getpid()}"] += batch.num_rows
+            yield batch

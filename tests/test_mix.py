@@ -580,7 +580,7 @@ def test_batch_judging_equals_the_per_row_rules():
                 "lang": pick(["eng_Latn", "deu_Latn", None]),
                 "lang_score": pick([None, 0.1, 0.3, 0.9]),
                 "domain": pick(["math", "fiction", "news", None]),
-                "edu_score": pick([None, 0.2, 1.0, 2.6, 4.9]),
+                "edu_score": pick([None, 0.2, 0.5, 1.0, 1.4999999, 2.5, 2.6, 4.9, -0.7, 7.3]),
                 "dclm_prob": None,
                 "flags": pick([None, [], ["spam"], ["toxic"], ["adult", "toxic"]]),
                 "cluster_size": pick([None, 1, 3, 70]),
@@ -590,6 +590,7 @@ def test_batch_judging_equals_the_per_row_rules():
         rows, schema=pa.schema([SCAN_SCHEMA.field(n) for n in LABEL_COLUMNS])
     )
     labels, w, reasons, buckets = judge_batch(stage, batch)
+    labels = {g: v.to_pylist() for g, v in labels.items()}
     for i, row in enumerate(rows):
         want = label_row(row)
         assert {g: labels[g][i] for g in want} == want

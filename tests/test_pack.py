@@ -23,6 +23,7 @@ import pytest
 from stages_for_tests import output_dir, subprocess_env
 from test_indexed import read_megatron
 
+from pipelines.runner import LocalRunner
 from pipelines.tokens.export import export_stage
 from pipelines.tokens.pack import pack, rank_slices
 from pipelines.tokens.token_batch import TokenBatch
@@ -266,3 +267,13 @@ def test_parts_built_in_small_chunks_give_the_same_bytes(
     assert files(tmp_path) == files(clean)
     sequences = json.loads((tmp_path / "_manifest.json").read_text())["counters"]["sequences"]
     assert sequences > 3 * EXPORT["parts"]  # more than one chunk per part
+
+
+def test_export_runs_on_a_runners_shared_pool(clean: Path, tmp_path: Path, tok: Tokenizer):
+    """``pool=runner.pool()``: the batches are tokenised in the runner's workers (the
+    tokenizer travels with each batch) and the pool is left running for the next user."""
+    with LocalRunner(processes=2) as runner:
+        pool = runner.pool()
+        export_stage(stage_docs(), output_dir(tmp_path), SEQ, tok, processes=2, pool=pool, **EXPORT)
+        assert pool.submit(math.sqrt, 16.0).result() == 4.0  # not shut down by the export
+    assert files(tmp_path) == files(clean)

@@ -19,6 +19,7 @@ import pyarrow as pa
 import pytest
 from stages_for_tests import (
     SlowUpperStage,
+    WorkerPidStage,
     doc_row,
     output_dir,
     shard_tasks,
@@ -292,3 +293,44 @@ def test_a_new_input_runs_alone_finished_parts_are_reused(tmp_path):
     manifest = runner.run(SlowUpperStage(), tasks, out, in_fs=source.fs, progress=msgs.append)
     assert _done_parts(msgs) == [tasks[3].part]
     assert manifest.rows == 4 * 3
+
+
+def _pids(manifest) -> set[str]:
+    return {k for k in manifest.counters if k.startswith("pid.")}
+
+
+def test_runner_in_a_with_block_shares_one_pool_and_replaces_a_broken_one(tmp_path):
+    source = output_dir(tmp_path / "source")
+    rows = source_rows(4, 5)
+    write_doc_output(source, rows)
+    tasks = shard_tasks(source)
+    one = LocalRunner(processes=2)
+    apart = [
+        _pids(one.run(WorkerPidStage(), tasks, output_dir(tmp_path / f"apart{i}"), source.fs))
+        for i in range(2)
+    ]
+    assert one.pool() is None  # outside a with block: every run has a pool of its own
+    assert not apart[0] & apart[1]
+    with LocalRunner(processes=2) as runner:
+        shared = [
+            runner.run(WorkerPidStage(), tasks, output_dir(tmp_path / f"shared{i}"), source.fs)
+            for i in range(2)
+        ]
+        pool = runner.pool()
+        assert pool is not None and runner.pool() is pool
+        assert len(_pids(shared[0]) | _pids(shared[1])) <= 2  # the same two workers
+        assert shared[0].digest() == shared[1].digest()
+        for i, m in enumerate(shared):  # same shards as separate pools wrote
+            plain = output_dir(tmp_path / f"apart{i}").manifest()
+            assert m.shards == plain.shards
+
+        dying = output_dir(tmp_path / "dying")
+        poisoned = [list(s) for s in rows]
+        poisoned[1][2] = doc_row("doc-die", "DIE here", i=99)
+        write_doc_output(dying, poisoned)
+        with pytest.raises(StageFailed, match="worker died"):
+            runner.run(WorkerPidStage(), shard_tasks(dying), output_dir(tmp_path / "d"), dying.fs)
+        assert runner.pool() is not pool  # the broken pool was let go, a new one started
+        again = runner.run(WorkerPidStage(), tasks, output_dir(tmp_path / "again"), source.fs)
+        assert again.shards == shared[0].shards
+    assert runner.pool() is None

@@ -34,6 +34,7 @@ from pipelines.mix.select import GROUPS, HIST_EDGES, counter_table
 from pipelines.tokens.token_batch import TokenBatch
 from storage.layout import CorpusStore, OutputDir
 from storage.manifest import ManifestError
+from storage.overlap import read_ahead
 from storage.shards import iter_batches, read_shard
 
 LABELS = GROUPS
@@ -66,7 +67,7 @@ def stage_documents(
         rows = sel.column("row").to_numpy()
         scan_path = posixpath.join(scan.folder, posixpath.basename(path))
         offset = 0
-        for batch in iter_batches(scan.fs, scan_path, columns=["doc_id", "ids"]):
+        for batch in read_ahead(iter_batches(scan.fs, scan_path, columns=["doc_id", "ids"])):
             lo, hi = np.searchsorted(rows, [offset, offset + batch.num_rows])
             if hi > lo:
                 want = sel.slice(lo, hi - lo)

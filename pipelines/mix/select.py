@@ -31,6 +31,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import xxhash
 
 from pipelines.mix.recipe import (
@@ -77,6 +78,18 @@ def repeats_of(w: np.ndarray | float, u: np.ndarray | float) -> np.ndarray:
 
 def edu_bucket(score: float | None) -> str:
     return UNKNOWN if score is None else str(min(5, max(0, int(score + 0.5))))
+
+
+EDU_LABELS = np.array([str(k) for k in range(6)], dtype=object)
+
+
+def edu_buckets(scores: pa.Array) -> pa.Array:
+    """``edu_bucket`` of every score (computed in float64, as Python does); null or NaN:
+    unknown."""
+    x = scores.cast(pa.float64()).to_numpy(zero_copy_only=False)
+    missing = np.isnan(x)
+    k = np.clip(np.floor(np.where(missing, 0.0, x) + 0.5), 0, 5).astype(np.int64)
+    return pa.array(np.where(missing, UNKNOWN, EDU_LABELS[k]), pa.string())
 
 
 def length_bucket(stage: StageRecipe, n_tokens: int) -> str | None:
@@ -132,7 +145,7 @@ class SelectStage(Stage):
             c["documents"] += n
             count_batch(c, sums, labels, n_tok, w, rep, np.array(passed, dtype=bool), reasons)
             cols = {name: batch.column(name) for name in LABEL_COLUMNS}
-            cols["edu"] = pa.array(labels["edu"], pa.string())
+            cols["edu"] = labels["edu"]
             cols["length"] = pa.array(buckets, pa.string())
             cols["weight"] = pa.array(w, pa.float64())
             cols["repeats"] = pa.array(rep, pa.int32())
@@ -147,7 +160,7 @@ class SelectStage(Stage):
 def count_batch(
     c: Counter,
     sums: dict[str, float],
-    labels: dict[str, list[str | None]],
+    labels: dict[str, pa.Array | list[str | None]],
     n_tok: np.ndarray,
     w: np.ndarray,
     rep: np.ndarray,
@@ -161,7 +174,13 @@ def count_batch(
     kept = n_tok * rep
     columns = {"pool": pool, "target": target, "kept": kept, "passed": passed, "copies": rep}
     table = pa.table(
-        {**{f"label:{g}": pa.array(v, pa.string()) for g, v in labels.items()}, **columns}
+        {
+            **{
+                f"label:{g}": v if isinstance(v, pa.Array) else pa.array(v, pa.string())
+                for g, v in labels.items()
+            },
+            **columns,
+        }
     )
     for group in labels:
         agg = table.group_by(f"label:{group}").aggregate(
@@ -217,10 +236,11 @@ def count_batch(
 
 def judge_batch(
     stage: StageRecipe, batch: pa.RecordBatch
-) -> tuple[dict[str, list[str]], np.ndarray, list[str], list[str | None]]:
+) -> tuple[dict[str, pa.Array], np.ndarray, list[str], list[str | None]]:
     """Labels, weight and drop reason of every scan row in a batch, column by column.
 
-    Returns the labels per group (source, family, lang, domain, edu; no length bucket),
+    Returns the labels per group (source, family, lang, domain, edu; no length bucket)
+    as Arrow string arrays,
     the weights before length scaling (0 for a dropped row), the drop reasons ("" when
     none) and each row's length bucket (None: none, or the stage has no buckets).
     Reasons in priority order: ``safety:<first flag>``, ``edu_score``, ``lang_score``,
@@ -231,20 +251,21 @@ def judge_batch(
     def col(name: str) -> list:
         return batch.column(name).to_pylist()
 
-    edu_scores = col("edu_score")
     labels = {
-        "source": col("source"),
-        "family": col("family"),
-        "lang": [x if x is not None else UNKNOWN for x in col("lang")],
-        "domain": [x if x is not None else UNKNOWN for x in col("domain")],
-        "edu": [edu_bucket(x) for x in edu_scores],
+        "source": batch.column("source").cast(pa.string()),
+        "family": batch.column("family").cast(pa.string()),
+        "lang": pc.fill_null(batch.column("lang"), UNKNOWN),
+        "domain": pc.fill_null(batch.column("domain"), UNKNOWN),
+        "edu": edu_buckets(batch.column("edu_score")),
     }
-    sizes = [x or 1 for x in col("cluster_size")]
-    table = {size: stage.cluster_weight(size) for size in set(sizes)}
-    w = np.fromiter((table[x] for x in sizes), np.float64, n)
+    sizes = pc.fill_null(batch.column("cluster_size"), 1).to_numpy(zero_copy_only=False)
+    sizes = np.where(sizes == 0, 1, sizes)
+    distinct, at = np.unique(sizes, return_inverse=True)
+    w = np.array([stage.cluster_weight(int(x)) for x in distinct], np.float64)[at]
     for group, labs in labels.items():  # the order of judge's products: same rounding
-        table = {lab: stage.weight(group, lab) for lab in set(labs)}
-        w *= np.fromiter((table[lab] for lab in labs), np.float64, n)
+        codes = pc.dictionary_encode(labs)
+        table = [stage.weight(group, lab) for lab in codes.dictionary.to_pylist()]
+        w *= np.array(table, np.float64)[codes.indices.to_numpy(zero_copy_only=False)]
 
     f = stage.filters
     reasons = np.full(n, "", dtype=object)  # lowest priority first, later rules overwrite
@@ -258,7 +279,7 @@ def judge_batch(
         scores = np.array([x or 0.0 for x in col("lang_score")])
         reasons[scores < f.min_lang_score] = "lang_score"
     if f.min_edu_score > 0:
-        scores = np.array([x or 0.0 for x in edu_scores])
+        scores = np.array([x or 0.0 for x in col("edu_score")])
         reasons[scores < f.min_edu_score] = "edu_score"
     if f.drop_flags:
         drop = set(f.drop_flags)

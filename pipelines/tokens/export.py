@@ -40,7 +40,14 @@ import posixpath
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator, Mapping
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import (
+    FIRST_COMPLETED,
+    Executor,
+    Future,
+    ProcessPoolExecutor,
+    ThreadPoolExecutor,
+    wait,
+)
 from dataclasses import dataclass
 from typing import Any
 
@@ -86,14 +93,6 @@ def part_name(i: int) -> str:
 
 
 # pass 1: tokenise ---------------------------------------------------------------
-_TOKENIZER: Tokenizer | None = None
-
-
-def _init_worker(tokenizer: Tokenizer) -> None:
-    global _TOKENIZER
-    _TOKENIZER = tokenizer
-
-
 def _batches(docs: Iterable, batch_chars: int) -> Iterator[list[tuple] | TokenBatch]:
     """Rows grouped into batches of ~``batch_chars`` characters; a TokenBatch passes as is."""
     batch, size = [], 0
@@ -131,10 +130,10 @@ def _batch_digest(batch: list[tuple[str, str, int, dict]] | TokenBatch) -> str:
     return h.hexdigest()
 
 
-def _tokenize_batch(fs: Filesystem, work: str, b: int, batch, cfg: ExportConfig, digest: str):
+def _tokenize_batch(fs: Filesystem, work: str, b: int, batch, cfg, digest: str, tok: Tokenizer):
     """Pass 1 for a batch of text rows (in a worker): tokenise the wanted documents into a
-    TokenBatch and spill it as any TokenBatch; empty and repeats-0 rows are only counted."""
-    tok = _TOKENIZER
+    TokenBatch and spill it as any TokenBatch; empty and repeats-0 rows are only counted.
+    ``tok`` travels as its path and sha256 and is built once per worker (load_tokenizer)."""
     wanted = [row for row in batch if row[1] and row[2] > 0]
     skipped = Counter(
         "documents_dropped" if text else "documents_empty"
@@ -245,17 +244,26 @@ def _pack_part(fs: Filesystem, work: str, folder: str, p: int, n_batches: int, c
     lay = _layout(length.tolist(), cfg.seq_len, cfg.open_sequences)
     name = part_name(p)
     prefix = posixpath.join(folder, name)
-    with IndexedWriter(fs, prefix) as seqs, IndexedWriter(fs, prefix + ".seg") as segs:
+    with (
+        IndexedWriter(fs, prefix) as seqs,
+        IndexedWriter(fs, prefix + ".seg") as segs,
+        ThreadPoolExecutor(1, thread_name_prefix="pack-write") as writer,
+    ):
+        # chunk k is written (and hashed) by the writer thread while this one builds k + 1
         tokens = [t["tokens"] for t in tables]
         piece_batch = batch[lay.copy].tolist()
         piece_src = (src[lay.copy] + lay.offset).tolist()
         piece_len = lay.length.tolist()
         dest = lay.seq * cfg.seq_len + lay.start
         per_chunk = max(1, PACK_CHUNK_TOKENS // cfg.seq_len)  # sequences built at a time
-        chunk = np.empty(min(per_chunk, lay.sequences) * cfg.seq_len, np.int32)
-        for s0 in range(0, lay.sequences, per_chunk):
+        size = min(per_chunk, lay.sequences) * cfg.seq_len
+        chunks = [np.empty(size, np.int32), np.empty(size, np.int32)]
+        writes: list[Future | None] = [None, None]
+        for k, s0 in enumerate(range(0, lay.sequences, per_chunk)):
             s1 = min(lay.sequences, s0 + per_chunk)
-            buf = chunk[: (s1 - s0) * cfg.seq_len]
+            if writes[k % 2] is not None:
+                writes[k % 2].result()  # the buffer is free again
+            buf = chunks[k % 2][: (s1 - s0) * cfg.seq_len]
             buf.fill(pad_id)
             lo, hi = int(lay.first[s0]), int(lay.first[s1])
             for b, at, to, n in zip(
@@ -266,8 +274,11 @@ def _pack_part(fs: Filesystem, work: str, folder: str, p: int, n_batches: int, c
                 strict=True,
             ):
                 buf[to : to + n] = tokens[b][at : at + n]
-            seqs.add_many(buf, np.full(s1 - s0, cfg.seq_len))
+            writes[k % 2] = writer.submit(seqs.add_many, buf, np.full(s1 - s0, cfg.seq_len))
         segs.add_many(*lay.segments())
+        for w in writes:
+            if w is not None:
+                w.result()
     piece_doc = doc[lay.copy].tolist()
     doc_ids = [tables[b]["doc_ids"][d] for b, d in zip(piece_batch, piece_doc, strict=True)]
     prov = {
@@ -361,10 +372,15 @@ def export_stage(
     batch_chars: int = 2_000_000,
     recipe_hash: str = "",
     processes: int = 2,
+    pool: Executor | None = None,
     inputs: list[dict[str, str]] | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> Manifest:
-    """Tokenise, pack and shard ``docs`` into ``out``; returns the stage manifest."""
+    """Tokenise, pack and shard ``docs`` into ``out``; returns the stage manifest.
+
+    ``processes`` > 1 runs the batches and parts in that many worker processes: a pool
+    of its own, or ``pool`` (a ``LocalRunner``'s shared one: no second start)."""
+    shared_pool = pool
     cfg = ExportConfig(stage, seq_len, seed, parts, open_sequences, batch_chars, recipe_hash)
     config = {
         **cfg.__dict__,
@@ -382,14 +398,14 @@ def export_stage(
     fs.clean_temp(folder)
     fs.remove(posixpath.join(folder, "_manifest.json"))
 
-    if processes > 1:
-        ctx = multiprocessing.get_context("spawn")
-        pool = ProcessPoolExecutor(processes, ctx, initializer=_init_worker, initargs=(tokenizer,))
-    else:
-        _init_worker(tokenizer)
+    if processes <= 1:
         pool = _Inline()
+    elif shared_pool is not None:
+        pool = _Borrowed(shared_pool)
+    else:
+        pool = ProcessPoolExecutor(processes, multiprocessing.get_context("spawn"))
     with pool:
-        markers = _pass_tokenise(pool, fs, work, docs, cfg, processes, tokenizer.eot_id, say)
+        markers = _pass_tokenise(pool, fs, work, docs, cfg, processes, tokenizer, say)
         content = [{k: v for k, v in m.items() if k != "spill"} for m in markers]  # npz: dated
         tok_digest = xxhash.xxh3_128_hexdigest(json.dumps(content, sort_keys=True).encode())
         part_hash = config_hash({"config": chash, "tokens": tok_digest})
@@ -423,6 +439,19 @@ def export_stage(
     return manifest
 
 
+class _Borrowed:
+    """Someone else's executor, used in a ``with`` block without shutting it down."""
+
+    def __init__(self, pool: Executor):
+        self.submit = pool.submit
+
+    def __enter__(self) -> _Borrowed:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+
 class _Inline:
     """Runs submitted calls at once in this process (``processes=1``: no spawn, no reload)."""
 
@@ -438,7 +467,7 @@ class _Inline:
         return fut
 
 
-def _pass_tokenise(pool, fs, work, docs, cfg, processes, eot_id, say) -> list[dict[str, Any]]:
+def _pass_tokenise(pool, fs, work, docs, cfg, processes, tok, say) -> list[dict[str, Any]]:
     markers: dict[int, dict] = {}
     running: set[Future] = set()
     n_batches = reused = 0
@@ -458,9 +487,9 @@ def _pass_tokenise(pool, fs, work, docs, cfg, processes, eot_id, say) -> list[di
                 i, m = fut.result()
                 markers[i] = m
         if isinstance(batch, TokenBatch):
-            markers[b] = _spill_token_batch(fs, work, b, batch, cfg, digest, eot_id)[1]
+            markers[b] = _spill_token_batch(fs, work, b, batch, cfg, digest, tok.eot_id)[1]
             continue
-        running.add(pool.submit(_tokenize_batch, fs, work, b, batch, cfg, digest))
+        running.add(pool.submit(_tokenize_batch, fs, work, b, batch, cfg, digest, tok))
     for fut in running:
         i, m = fut.result()
         markers[i] = m
