@@ -190,8 +190,18 @@ def _spill(fs: Filesystem, work: str, b: int, p: Plan, digest: str):
         "counters": dict(p.counters),
         "spill": {"tokens.npy": h.hexdigest(), "docs.npz": _xxh(docs)},
     }
-    fs.write_bytes(prefix + ".done.json", json.dumps(marker, sort_keys=True).encode())
+    # scratch too: a marker lost or torn by a power cut only means the batch is redone
+    fs.write_bytes(prefix + ".done.json", json.dumps(marker, sort_keys=True).encode(), False)
     return b, marker
+
+
+def _read_marker(fs: Filesystem, path: str) -> dict | None:
+    """A batch marker, or None when it is missing or unreadable (then the batch is redone)."""
+    try:
+        marker = json.loads(fs.read_bytes(path))
+    except (FileNotFoundError, ValueError):
+        return None
+    return marker if isinstance(marker, dict) else None
 
 
 def _xxh(data: bytes) -> str:
@@ -475,9 +485,9 @@ def _pass_tokenise(pool, fs, work, docs, cfg, processes, tok, say) -> list[dict[
         n_batches += 1
         digest = _batch_digest(batch)
         done = posixpath.join(work, f"b{b:06d}.done.json")
-        if fs.exists(done):
-            old = json.loads(fs.read_bytes(done))
-            if old["digest"] == digest and _spill_intact(fs, work, b, old):
+        old = _read_marker(fs, done)
+        if old is not None:
+            if old.get("digest") == digest and _spill_intact(fs, work, b, old):
                 markers[b] = old
                 reused += 1
                 continue
