@@ -18,7 +18,7 @@ import posixpath
 import time
 import traceback
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field, replace
@@ -159,7 +159,20 @@ class LocalRunner:
         if records:
             say(f"{stage.name}: {len(records)} of {len(tasks)} tasks already done, resuming")
 
-        failures = self._execute(stage, in_fs, out, pending, chash, records, say, len(tasks))
+        failures: list[dict] = []
+        for rec in self.execute(stage, in_fs, out, pending, chash, say):
+            if "error" in rec:
+                failures.append(rec)
+                say(f"{stage.name}: FAILED {rec['input']}: {rec['error'].splitlines()[0]}")
+                continue
+            records[rec["part"]] = rec
+            c = rec["counters"]
+            say(
+                f"{stage.name}: {len(records)}/{len(tasks)} done ({rec['part']}: "
+                f"{c.get('records_in', 0)} in, {c.get('records_out', 0)} out, "
+                f"{sum(v for k, v in c.items() if k.startswith('quarantined.'))} quarantined, "
+                f"{rec['seconds']:.1f}s)"
+            )
         if failures:
             lines = "\n".join(f"  {f['input']}: {f['error'].splitlines()[0]}" for f in failures)
             raise StageFailed(
@@ -203,56 +216,51 @@ class LocalRunner:
             stage, shard_tasks(source), out, in_fs=source.fs, inputs=inputs, progress=progress
         )
 
-    def _execute(self, stage, in_fs, out, pending, chash, records, say, total) -> list[dict]:
-        failures: list[dict] = []
-
-        def collect(rec: dict) -> None:
-            if "error" in rec:
-                failures.append(rec)
-                say(f"{stage.name}: FAILED {rec['input']}: {rec['error'].splitlines()[0]}")
-                return
-            records[rec["part"]] = rec
-            c = rec["counters"]
-            say(
-                f"{stage.name}: {len(records)}/{total} done ({rec['part']}: "
-                f"{c.get('records_in', 0)} in, {c.get('records_out', 0)} out, "
-                f"{sum(v for k, v in c.items() if k.startswith('quarantined.'))} quarantined, "
-                f"{rec['seconds']:.1f}s)"
-            )
-
+    def execute(
+        self,
+        stage: Stage,
+        in_fs: Filesystem,
+        out: OutputDir,
+        pending: list[Task],
+        chash: str,
+        say: Callable[[str], None],
+    ) -> Iterator[dict[str, Any]]:
+        """Run the pending tasks; yield each one's record (``run_task``'s, or a dict with
+        ``part``, ``input`` and ``error``) as it finishes. The hook a runner overrides to
+        run the tasks elsewhere (``SparkRunner``); ``run`` does the bookkeeping around it
+        and reports each record; ``say`` is for progress of the engine's own."""
         workers = self.workers(len(pending))
         if workers == 1:
             for task in pending:
-                collect(_run_task_safe(stage, in_fs, out, task, chash))
-            return failures
+                yield _run_task_safe(stage, in_fs, out, task, chash)
+            return
         shared = self.pool()
         if shared is None:
             ctx = multiprocessing.get_context("spawn")
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
-                self._run_on(pool, stage, in_fs, out, pending, chash, collect)
-            return failures
-        if not self._run_on(shared, stage, in_fs, out, pending, chash, collect):
-            shared.shutdown(wait=False)  # broken by a dead worker: the next run starts anew
+                yield from self._run_on(pool, stage, in_fs, out, pending, chash)
+            return
+        broken = yield from self._run_on(shared, stage, in_fs, out, pending, chash)
+        if broken:  # a worker died: let the pool go, the next run starts a new one
+            shared.shutdown(wait=False)
             self._pool = None
-        return failures
 
     @staticmethod
-    def _run_on(pool, stage, in_fs, out, pending, chash, collect) -> bool:
-        """Run the tasks on ``pool``; False when a worker process died (the pool is broken)."""
-        healthy = True
+    def _run_on(pool, stage, in_fs, out, pending, chash):
+        """Yield the tasks' records from ``pool`` as they finish; returns True when a
+        worker process died (the pool is broken)."""
+        broken = False
         futures = {pool.submit(_run_task_safe, stage, in_fs, out, t, chash): t for t in pending}
         while futures:
             finished, _ = wait(futures, return_when=FIRST_COMPLETED)
             for fut in finished:
                 task = futures.pop(fut)
                 try:
-                    collect(fut.result())
+                    yield fut.result()
                 except Exception as exc:  # a worker process died (OOM kill, segfault)
-                    healthy = healthy and not isinstance(exc, BrokenProcessPool)
-                    collect(
-                        {"part": task.part, "input": task.input, "error": f"worker died: {exc!r}"}
-                    )
-        return healthy
+                    broken = broken or isinstance(exc, BrokenProcessPool)
+                    yield {"part": task.part, "input": task.input, "error": f"worker died: {exc!r}"}
+        return broken
 
     @staticmethod
     def _remove_stale(out: OutputDir, parts: set[str]) -> None:

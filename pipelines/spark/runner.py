@@ -2,7 +2,7 @@
 
 ``SparkRunner`` is the local runner with a different engine under it: the
 bookkeeping (resume from ``_done`` markers, stale-part removal, the manifest written
-last from the markers) is ``LocalRunner.run``'s, and only ``_execute`` differs. The
+last from the markers) is ``LocalRunner.run``'s, and only ``execute`` differs. The
 pending tasks become a DataFrame of (part, input, version) with exactly one row per
 partition, and ``mapInArrow`` runs ``pipelines.runner.run_task`` on each row in an
 executor. So a Spark partition is a task is an output part, the stage reads its own
@@ -90,31 +90,19 @@ class SparkRunner(LocalRunner):
     spark: SparkSession | None = field(default=None, repr=False)
     max_failures: int = 4  # the session's task attempts (SparkSettings.task_max_failures)
 
-    def _execute(self, stage, in_fs, out, pending, chash, records, say, total) -> list[dict]:
+    def execute(self, stage, in_fs, out, pending, chash, say) -> Iterator[dict[str, Any]]:
         if self.spark is None:
             raise ValueError("SparkRunner needs a SparkSession: SparkRunner(spark=...)")
         if not pending:
-            return []
+            return
         df = tasks_frame(self.spark, pending).mapInArrow(
             _task_runner(stage, in_fs, out, chash, self.max_failures), RESULT_DDL
         )
         self.spark.sparkContext.setJobDescription(f"{stage.name}: {len(pending)} tasks")
         with report_progress(self.spark, say):
             rows = df.collect()
-        failures = []
         for row in sorted(rows, key=lambda r: r["part"]):
-            rec = json.loads(row["record"])
-            if "error" in rec:
-                failures.append(rec)
-                say(f"{stage.name}: FAILED {rec['input']}: {rec['error'].splitlines()[0]}")
-                continue
-            records[rec["part"]] = rec
-        c = sum_counters(r for r in records.values())
-        say(
-            f"{stage.name}: {len(records)}/{total} done on Spark ({c.get('records_in', 0)} in, "
-            f"{c.get('records_out', 0)} out)"
-        )
-        return failures
+            yield json.loads(row["record"])
 
 
 def sum_counters(records) -> dict[str, int]:
