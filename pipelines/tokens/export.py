@@ -21,9 +21,13 @@ Two passes, both spread over processes and both resumable:
                and its place in the part (a deterministic shuffle in which the
                copies of an upsampled document land far apart). Spill files and a
                marker per batch under ``_work/``.
-  2. pack      each part in a worker: its copies sorted by key, packed (pack.py),
-               written atomically (.bin/.idx, .seg.bin/.seg.idx, .docs.parquet), then
-               its marker. The manifest comes last, then ``_work/`` is removed.
+  2. pack      each part in a worker: its copies sorted by key, placed into sequences
+               on their lengths alone (``pack.placements``), the sequences built 4 MB
+               at a time and written by a second thread while the next chunk is built,
+               atomically (.bin/.idx, .seg.bin/.seg.idx, .docs.parquet), then the
+               part's marker. The manifest comes last, then ``_work/`` is removed.
+Spill files and batch markers are scratch: written without fsync, checked (xxh3) before
+a rerun trusts them. Part files, part markers and the manifest are synced.
 Every byte depends only on the input, the seed and the config, so a killed export
 rerun with the same input skips finished batches and parts and ends with the same
 bytes. The spill is as large as the output; a part is packed in memory, so choose
