@@ -34,6 +34,7 @@ from pipelines.dedup.minhash import minhash_dedup
 from pipelines.filters.stage import WebFilterStage, load_recipe
 from pipelines.runner import LocalRunner
 from pipelines.spark.components import CHECKPOINT_EVERY, connected_components
+from pipelines.spark.minhash import spark_minhash_dedup
 from pipelines.spark.runner import SparkRunner
 from pipelines.spark.session import SparkSettings, spark_session
 from pipelines.web.warc_text import WarcTextStage, warc_tasks
@@ -265,3 +266,37 @@ def test_nightly_schedule_runs_the_spark_job_once_per_input(tmp_path):
     digest = store.output("dedup/web_exact").manifest().digest()
     assert isinstance(request, dg.RunRequest) and manifest.shards
     assert request.run_key == f"web_exact-{digest[:16]}"
+
+
+def test_spark_minhash_on_an_s3_compatible_store_equals_local(spark, s3_store, tmp_path):
+    """Source, output and attributes in a bucket whose endpoint and keys are only in the
+    store options: the cluster files are read back by the attribute and removal tasks
+    (Spark executors, spawned local workers) with those options too. Spark's
+    checkpoints go to a local temp folder (local mode, no checkpoint_dir given)."""
+    local_store = CorpusStore(str(tmp_path / "store"))
+    local_src = local_store.output("dedup/web_exact")
+    write_doc_output(local_src, minhash_corpus())
+    local, local_attrs = local_store.output("dedup/local"), local_store.output("attrs/local")
+    want = minhash_dedup(LocalRunner(processes=1), local_src, local, local_attrs)
+
+    source = s3_store.output("dedup/web_exact")
+    write_doc_output(source, minhash_corpus())
+    out, attrs = s3_store.output("dedup/web_minhash"), s3_store.output("attributes/minhash")
+    got = spark_minhash_dedup(spark, source, out, attrs, progress=print)
+    assert out.uri.startswith("s3://") and got.counters["near_duplicates_removed"] >= 4
+    assert got.shards == want.shards  # kept documents: same rows, same bytes
+    assert attrs.manifest().shards == local_attrs.manifest().shards  # cluster attributes
+    for key, value in want.counters.items():
+        assert got.counters[key] == value
+    # removed documents: the same records, but ``input`` names the shard in the bucket
+    assert [q.rows for q in got.quarantine] == [q.rows for q in want.quarantine]
+    for q in got.quarantine:
+        a = read_shard(out.fs, f"{out.folder}/{q.name}").drop_columns(["input"])
+        b = read_shard(local.fs, f"{local.folder}/{q.name}").drop_columns(["input"])
+        assert a.equals(b)
+    # the local runner's spawned workers read the bucket's cluster file with the options too
+    on_local = s3_store.output("dedup/local_runner")
+    attrs_local = s3_store.output("attributes/local_runner")
+    assert minhash_dedup(LocalRunner(processes=2), source, on_local, attrs_local).shards == (
+        want.shards
+    )

@@ -31,7 +31,6 @@ hash-range split, as datatrove does with several workers per band.
 
 from __future__ import annotations
 
-import functools
 import posixpath
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -146,27 +145,59 @@ class BucketStage(Stage):
         )
 
 
-@functools.lru_cache(maxsize=1)
-def _clusters(uri: str, sha256: str) -> pa.RecordBatch:
-    """The cluster table, read once per worker process (the sha256 keys the cache)."""
-    fs = open_fs(uri)
-    t = read_shard(fs, fs.root)
-    return pa.RecordBatch.from_arrays([c.combine_chunks() for c in t.columns], schema=t.schema)
+_CLUSTERS: dict[tuple[str, str], pa.RecordBatch] = {}
 
 
-@functools.lru_cache(maxsize=1)
-def _removed(uri: str, sha256: str) -> tuple[pa.Array, dict[str, tuple[str, int]]]:
+def _clusters(uri: str, sha256: str, options: dict[str, Any]) -> pa.RecordBatch:
+    """The cluster table, read once per worker process (uri and sha256 key the cache;
+    ``options``: the store's, e.g. an S3 endpoint and keys that exist nowhere else)."""
+    if (uri, sha256) not in _CLUSTERS:
+        fs = open_fs(uri, options)
+        t = read_shard(fs, fs.root)
+        _CLUSTERS.clear()  # one at a time, as a worker only works for one dedup
+        _CLUSTERS[uri, sha256] = pa.RecordBatch.from_arrays(
+            [c.combine_chunks() for c in t.columns], schema=t.schema
+        )
+    return _CLUSTERS[uri, sha256]
+
+
+_REMOVED: dict[tuple[str, str], tuple[pa.Array, dict[str, tuple[str, int]]]] = {}
+
+
+def _removed(uri: str, sha256: str, options: dict[str, Any]):
     """doc_ids to remove, and for each the doc_id kept in its cluster and the size."""
-    t = _clusters(uri, sha256)
+    if (uri, sha256) in _REMOVED:
+        return _REMOVED[uri, sha256]
+    t = _clusters(uri, sha256, options)
     t = t.filter(pc.invert(t.column("kept")))
     kept = zip(
         t.column("cluster_id").to_pylist(), t.column("cluster_size").to_pylist(), strict=True
     )
-    return t.column("doc_id"), dict(zip(t.column("doc_id").to_pylist(), kept, strict=True))
+    _REMOVED.clear()
+    _REMOVED[uri, sha256] = (
+        t.column("doc_id"),
+        dict(zip(t.column("doc_id").to_pylist(), kept, strict=True)),
+    )
+    return _REMOVED[uri, sha256]
 
 
 @dataclass
-class ClusterAttributeStage(Stage):
+class _ClusterReader(Stage):
+    """A stage that reads the cluster table: its location (config) and the store options
+    to open it with (not config: they may hold credentials, and do not change the data)."""
+
+    clusters_uri: str = ""
+    clusters_sha256: str = ""
+    clusters_options: dict[str, Any] = field(default_factory=dict, repr=False)
+
+    def config(self) -> dict[str, Any]:
+        cfg = super().config()
+        cfg.pop("clusters_options")
+        return cfg
+
+
+@dataclass
+class ClusterAttributeStage(_ClusterReader):
     """Input shard -> (doc_id, cluster_id, cluster_size, kept), row-aligned with it."""
 
     name: ClassVar[str] = "dedup/minhash_clusters"
@@ -174,14 +205,11 @@ class ClusterAttributeStage(Stage):
     output_schema: ClassVar[pa.Schema] = ATTRIBUTE_SCHEMA
     output_kind: ClassVar[str] = "attributes"
 
-    clusters_uri: str = ""
-    clusters_sha256: str = ""
-
     def open_input(self, fs: Filesystem, task: Task) -> Iterator[pa.RecordBatch]:
         yield from iter_batches(fs, task.input, columns=["doc_id"])
 
     def process(self, batches, ctx: StageContext) -> Iterator[pa.RecordBatch]:
-        clusters = _clusters(self.clusters_uri, self.clusters_sha256)
+        clusters = _clusters(self.clusters_uri, self.clusters_sha256, self.clusters_options)
         for batch in batches:
             ctx.counters["records_in"] += batch.num_rows
             doc_id = batch.column("doc_id")
@@ -198,18 +226,15 @@ class ClusterAttributeStage(Stage):
 
 
 @dataclass
-class NearDuplicateFilterStage(Stage):
+class NearDuplicateFilterStage(_ClusterReader):
     """Input shard -> its documents that are kept; the others go to the quarantine."""
 
     name: ClassVar[str] = "dedup/minhash"
     version: ClassVar[str] = "1"
     output_schema: ClassVar[pa.Schema] = DOC_SCHEMA
 
-    clusters_uri: str = ""
-    clusters_sha256: str = ""
-
     def process(self, batches, ctx: StageContext) -> Iterator[pa.RecordBatch]:
-        removed, keeper = _removed(self.clusters_uri, self.clusters_sha256)
+        removed, keeper = _removed(self.clusters_uri, self.clusters_sha256, self.clusters_options)
 
         def detail(doc_id: str) -> str:
             kept_id, size = keeper[doc_id]
@@ -262,7 +287,11 @@ def minhash_dedup(
     clusters = build_clusters(pa.concat_tables(tables, promote_options="none"), source, src)
     clusters_path = posixpath.join(work, "clusters.parquet")
     info = write_shard(out.fs, clusters_path, clusters, CLUSTER_SCHEMA)
-    common = {"clusters_uri": out.fs.uri(clusters_path), "clusters_sha256": info.sha256}
+    common = {
+        "clusters_uri": out.fs.uri(clusters_path),
+        "clusters_sha256": info.sha256,
+        "clusters_options": out.fs.storage_options,
+    }
     # 4. attributes, 5. remove
     runner.run(
         ClusterAttributeStage(**common),

@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import json
 import posixpath
+import tempfile
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -244,7 +245,11 @@ def _attributes_and_removal(
                     if sha256 is None:
                         empty = CLUSTER_SCHEMA.empty_table()
                         sha256 = write_shard(out.fs, path, empty, CLUSTER_SCHEMA).sha256
-                    common = {"clusters_uri": out.fs.uri(path), "clusters_sha256": sha256}
+                    common = {
+                        "clusters_uri": out.fs.uri(path),
+                        "clusters_sha256": sha256,
+                        "clusters_options": out.fs.storage_options,
+                    }
                     a = run_task(ClusterAttributeStage(**common), fs, attrs_out, task, hashes["a"])
                     d = run_task(NearDuplicateFilterStage(**common), fs, out, task, hashes["d"])
                 except Exception as exc:
@@ -296,6 +301,25 @@ def _write_manifest(
     return manifest
 
 
+@contextmanager
+def _checkpoint_dir(spark: SparkSession, out: OutputDir, given: str) -> Iterator[str]:
+    """``given``, else ``out``'s ``_work/checkpoints`` for a local store, else (an object
+    store that Spark's Hadoop layer may not reach) a local temp folder in local mode,
+    removed afterwards."""
+    if given:
+        yield given
+    elif out.fs.is_local:
+        yield posixpath.join(out.folder, "_work", "checkpoints")
+    elif spark.sparkContext.master.startswith("local"):
+        with tempfile.TemporaryDirectory(prefix="corpusmill-checkpoints-") as tmp:
+            yield tmp
+    else:
+        raise ValueError(
+            f"{out.uri} is not a local folder: give checkpoint_dir, a folder every executor "
+            "can write (hdfs://..., or s3a://... with hadoop-aws on the classpath)"
+        )
+
+
 def spark_minhash_dedup(
     spark: SparkSession,
     source: OutputDir,
@@ -309,8 +333,9 @@ def spark_minhash_dedup(
     """Remove the near duplicates of ``source`` into ``out``; cluster attributes to ``attrs_out``.
 
     ``checkpoint_dir`` (a folder or URL Spark can write) holds the checkpoints of long
-    component iterations; "" puts them under ``out``'s ``_work/checkpoints`` (local
-    stores only).
+    component iterations; "" puts them under ``out``'s ``_work/checkpoints`` for a local
+    store, in a local temp folder for an object store in local mode, and is an error for
+    an object store on a cluster (see ``_checkpoint_dir``).
     """
     config = config or MinhashConfig()
     say = progress or print
@@ -322,12 +347,16 @@ def spark_minhash_dedup(
         output.fs.clean_temp(output.folder)
         output.fs.remove(posixpath.join(output.folder, "_manifest.json"))
     sc = spark.sparkContext
-    sc.setCheckpointDir(checkpoint_dir or posixpath.join(out.folder, "_work", "checkpoints"))
     partitions = int(spark.conf.get("spark.sql.shuffle.partitions"))
     shared = sc.broadcast(tasks)
     # every exchange has an explicit partition count and no join is left to re-plan,
     # so adaptive execution would only split each job at every exchange
-    with report_progress(spark, say), _sql_conf(spark, {"spark.sql.adaptive.enabled": "false"}):
+    with (
+        _checkpoint_dir(spark, out, checkpoint_dir) as checkpoints,
+        report_progress(spark, say),
+        _sql_conf(spark, {"spark.sql.adaptive.enabled": "false"}),
+    ):
+        sc.setCheckpointDir(checkpoints)
         task_df = tasks_frame(spark, tasks)
         sc.setJobDescription("minhash: signatures and band buckets")
         sig = task_df.mapInArrow(_signatures(FingerprintStage(minhash=config), source.fs), SIG_DDL)
