@@ -145,40 +145,41 @@ class BucketStage(Stage):
         )
 
 
-_CLUSTERS: dict[tuple[str, str], pa.RecordBatch] = {}
+_CACHE: dict[str, tuple[tuple[str, str], Any]] = {}  # what -> ((uri, sha256), value)
+
+
+def _once(what: str, uri: str, sha256: str, build: Callable[[], Any]) -> Any:
+    """``build()``, kept per worker process for the last cluster file (uri and sha256)."""
+    key = (uri, sha256)
+    if what not in _CACHE or _CACHE[what][0] != key:
+        _CACHE[what] = key, build()
+    return _CACHE[what][1]
 
 
 def _clusters(uri: str, sha256: str, options: dict[str, Any]) -> pa.RecordBatch:
-    """The cluster table, read once per worker process (uri and sha256 key the cache;
-    ``options``: the store's, e.g. an S3 endpoint and keys that exist nowhere else)."""
-    if (uri, sha256) not in _CLUSTERS:
+    """The cluster table, read once per worker process (``options``: the store's, e.g.
+    an S3 endpoint and keys that exist nowhere else)."""
+
+    def read() -> pa.RecordBatch:
         fs = open_fs(uri, options)
         t = read_shard(fs, fs.root)
-        _CLUSTERS.clear()  # one at a time, as a worker only works for one dedup
-        _CLUSTERS[uri, sha256] = pa.RecordBatch.from_arrays(
-            [c.combine_chunks() for c in t.columns], schema=t.schema
-        )
-    return _CLUSTERS[uri, sha256]
+        return pa.RecordBatch.from_arrays([c.combine_chunks() for c in t.columns], schema=t.schema)
 
-
-_REMOVED: dict[tuple[str, str], tuple[pa.Array, dict[str, tuple[str, int]]]] = {}
+    return _once("clusters", uri, sha256, read)
 
 
 def _removed(uri: str, sha256: str, options: dict[str, Any]):
     """doc_ids to remove, and for each the doc_id kept in its cluster and the size."""
-    if (uri, sha256) in _REMOVED:
-        return _REMOVED[uri, sha256]
-    t = _clusters(uri, sha256, options)
-    t = t.filter(pc.invert(t.column("kept")))
-    kept = zip(
-        t.column("cluster_id").to_pylist(), t.column("cluster_size").to_pylist(), strict=True
-    )
-    _REMOVED.clear()
-    _REMOVED[uri, sha256] = (
-        t.column("doc_id"),
-        dict(zip(t.column("doc_id").to_pylist(), kept, strict=True)),
-    )
-    return _REMOVED[uri, sha256]
+
+    def build():
+        t = _clusters(uri, sha256, options)
+        t = t.filter(pc.invert(t.column("kept")))
+        kept = zip(
+            t.column("cluster_id").to_pylist(), t.column("cluster_size").to_pylist(), strict=True
+        )
+        return t.column("doc_id"), dict(zip(t.column("doc_id").to_pylist(), kept, strict=True))
+
+    return _once("removed", uri, sha256, build)
 
 
 @dataclass

@@ -79,15 +79,11 @@ class IndexedWriter:
         return self
 
     def add(self, item: np.ndarray) -> None:
-        data = memoryview(np.ascontiguousarray(item, dtype="<i4")).cast("B")  # no copy
-        self._bin.write(data)
-        self._sha.update(data)
-        self._nbytes += len(data)
-        self.sizes.append(len(data) // 4)
+        self.add_many(item, [len(item)])
 
-    def add_many(self, values: np.ndarray, sizes: np.ndarray) -> None:
+    def add_many(self, values: np.ndarray, sizes) -> None:
         """Items back to back in one buffer: item i is the next ``sizes[i]`` values."""
-        data = memoryview(np.ascontiguousarray(values, dtype="<i4")).cast("B")
+        data = memoryview(np.ascontiguousarray(values, dtype="<i4")).cast("B")  # no copy
         if len(data) != 4 * int(np.sum(sizes)):
             raise ValueError(f"{len(data) // 4} values for items of {int(np.sum(sizes))} in all")
         self._bin.write(data)
