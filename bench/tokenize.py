@@ -295,17 +295,16 @@ def run_side(name: str, mb: float) -> dict:
 
 
 def padding_table(lengths: list[int]) -> list[str]:
-    from pipelines.tokens.pack import pack
+    from pipelines.tokens.pack import placements
 
-    zeros = np.zeros(max(lengths), dtype=np.int32)
     rows = []
     for seq_len in (4096, 32768):
         cells = []
         for window in (1, 16, 64, 256):
             seqs = pad = 0
-            for s in pack((zeros[:n] for n in lengths), seq_len, 0, window):
+            for pieces in placements(lengths, seq_len, window):  # lengths decide it all
                 seqs += 1
-                pad += s.padding
+                pad += seq_len - sum(n for *_, n in pieces)
             cells.append(f"window {window}: {100 * pad / (seqs * seq_len):.2f}%")
         rows.append(f"  seq_len {seq_len}: " + ", ".join(cells))
     return rows

@@ -114,11 +114,12 @@ class LocalRunner:
 
     def pool(self) -> ProcessPoolExecutor | None:
         """Inside ``with runner:`` the shared pool (started on first use); else None."""
-        if not self._shared or self.workers(1 << 30) == 1:
+        workers = self.processes or os.cpu_count() or 1
+        if not self._shared or workers == 1:
             return None
         if self._pool is None:
             ctx = multiprocessing.get_context("spawn")
-            self._pool = ProcessPoolExecutor(max_workers=self.workers(1 << 30), mp_context=ctx)
+            self._pool = ProcessPoolExecutor(max_workers=workers, mp_context=ctx)
         return self._pool
 
     def run(

@@ -34,7 +34,7 @@ from pipelines.mix.recipe import (
     parse_recipe,
 )
 from pipelines.mix.scan import LABEL_COLUMNS, SCAN_SCHEMA, scan_corpus
-from pipelines.mix.select import edu_bucket, judge_batch, length_bucket, mix_stage, uniform
+from pipelines.mix.select import judge_batch, length_bucket, mix_stage, uniform
 from pipelines.runner import LocalRunner, StageFailed
 from pipelines.tokens.export import export_stage
 from pipelines.tokens.tokenizer import Tokenizer, qwen3
@@ -518,6 +518,11 @@ def test_export_refuses_ids_from_another_tokenizer_or_a_newer_scan(tmp_path: Pat
     scan_corpus(corpus2, recipe, RUNNER)
     with pytest.raises(ManifestError, match="re-run the mix"):
         next(stage_documents(sel, corpus2, tok.sha256))
+
+
+def edu_bucket(score: float | None) -> str:
+    """Reference for ``select.edu_buckets``, one score at a time."""
+    return UNKNOWN if score is None else str(min(5, max(0, int(score + 0.5))))
 
 
 def label_row(row: dict) -> dict[str, str]:

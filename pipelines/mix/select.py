@@ -76,16 +76,12 @@ def repeats_of(w: np.ndarray | float, u: np.ndarray | float) -> np.ndarray:
     return (base + (np.asarray(u) < w - base)).astype(np.int64)
 
 
-def edu_bucket(score: float | None) -> str:
-    return UNKNOWN if score is None else str(min(5, max(0, int(score + 0.5))))
-
-
 EDU_LABELS = np.array([str(k) for k in range(6)], dtype=object)
 
 
 def edu_buckets(scores: pa.Array) -> pa.Array:
-    """``edu_bucket`` of every score (computed in float64, as Python does); null or NaN:
-    unknown."""
+    """Each score rounded half up to "0".."5", in float64 (clipped at 0 and 5); null or
+    NaN: unknown."""
     x = scores.cast(pa.float64()).to_numpy(zero_copy_only=False)
     missing = np.isnan(x)
     k = np.clip(np.floor(np.where(missing, 0.0, x) + 0.5), 0, 5).astype(np.int64)
